@@ -1,0 +1,39 @@
+"""bgcut-nb: remove image backgrounds at dataset scale from Jupyter and pandas."""
+
+from .backend import Backend, ProcessResult, UploadResult
+from .errors import (
+    APIError,
+    AuthenticationError,
+    BadRequestError,
+    BgcutError,
+    InsufficientCreditsError,
+    InvalidImageError,
+    ModelUnavailableError,
+    NotFoundError,
+    PayloadTooLargeError,
+    RateLimitError,
+)
+from .pricing import DEFAULT_COSTS, CostTable
+from .variants import Variant, parse_variants
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "APIError",
+    "AuthenticationError",
+    "Backend",
+    "BadRequestError",
+    "BgcutError",
+    "CostTable",
+    "DEFAULT_COSTS",
+    "InsufficientCreditsError",
+    "InvalidImageError",
+    "ModelUnavailableError",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "ProcessResult",
+    "RateLimitError",
+    "UploadResult",
+    "Variant",
+    "parse_variants",
+]

@@ -1,0 +1,1 @@
+"""Subcommands of ``bgcut-nb`` (see :mod:`bgcut_nb.cli`)."""

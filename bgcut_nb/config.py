@@ -1,0 +1,100 @@
+"""Configuration from arguments or ``BGCUT_*`` environment variables, and the API-key wrapper.
+
+Every setting has an argument and an environment variable; an explicit argument wins.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import platformdirs
+
+__all__ = [
+    "ApiKey",
+    "resolve_api_key",
+    "resolve_api_base",
+    "resolve_cache_dir",
+    "resolve_model_dir",
+    "resolve_storage_dir",
+    "DEFAULT_API_BASE",
+]
+
+ENV_API_KEY = "BGCUT_API_KEY"
+ENV_API_BASE = "BGCUT_API_BASE"
+ENV_CACHE_DIR = "BGCUT_CACHE_DIR"
+ENV_MODEL_DIR = "BGCUT_MODEL_DIR"
+
+DEFAULT_API_BASE = "https://api.backgroundcut.co"
+
+
+class ApiKey:
+    """An API key that never shows itself: not in repr, str, logs, pickles or exceptions."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        if isinstance(value, ApiKey):
+            value = value.reveal()
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError("an API key must be a non-empty string")
+        self._value = value.strip()
+
+    def reveal(self) -> str:
+        """The key itself, for the Authorization header and nothing else."""
+        return self._value
+
+    @property
+    def fingerprint(self) -> str:
+        """A short one-way fingerprint that tells keys apart without revealing them."""
+        return hashlib.sha256(b"bgcut-nb:" + self._value.encode()).hexdigest()[:16]
+
+    def __repr__(self) -> str:
+        return f"ApiKey(fingerprint={self.fingerprint!r})"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ApiKey) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self.fingerprint)
+
+    def __reduce__(self):
+        raise TypeError("API keys are never pickled; read them from BGCUT_API_KEY instead")
+
+
+def resolve_api_key(api_key: str | ApiKey | None = None) -> ApiKey | None:
+    """The argument, else ``BGCUT_API_KEY``, else ``None`` (which selects the local engine)."""
+    value = api_key if api_key is not None else os.environ.get(ENV_API_KEY)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return value if isinstance(value, ApiKey) else ApiKey(value)
+
+
+def resolve_api_base(api_base: str | None = None) -> str:
+    """The argument, else ``BGCUT_API_BASE``, else the public service; no trailing slash."""
+    value = api_base or os.environ.get(ENV_API_BASE) or DEFAULT_API_BASE
+    return value.rstrip("/")
+
+
+def _user_cache() -> Path:
+    return Path(platformdirs.user_cache_dir("bgcut-nb", appauthor=False))
+
+
+def resolve_cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Where the notebook cache lives: argument, ``BGCUT_CACHE_DIR``, or the user cache dir."""
+    value = cache_dir or os.environ.get(ENV_CACHE_DIR)
+    return Path(value).expanduser() if value else _user_cache() / "cache"
+
+
+def resolve_model_dir(model_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Where model files live: argument, ``BGCUT_MODEL_DIR``, or the user cache dir."""
+    value = model_dir or os.environ.get(ENV_MODEL_DIR)
+    return Path(value).expanduser() if value else _user_cache() / "models"
+
+
+def resolve_storage_dir(storage_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Where the local engine keeps uploads and outputs (under the cache dir by default)."""
+    return Path(storage_dir).expanduser() if storage_dir else resolve_cache_dir() / "local-engine"

@@ -1,0 +1,151 @@
+"""Output variants: the spec's fields, defaults and validation rules.
+
+A :class:`Variant` is what one entry of ``output_variants`` says. It is built from and serialised
+to the API's JSON dicts, and validation raises :class:`~bgcut_nb.errors.BadRequestError` with the
+same cases the API answers 400 for, so a bad request fails before it costs anything.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
+
+from .errors import BadRequestError
+
+__all__ = ["Variant", "parse_variants", "FORMATS", "QUALITIES", "DEFAULT_MAX_RESOLUTION"]
+
+FORMATS: tuple[str, ...] = ("png", "jpg", "webp")
+QUALITIES: tuple[str, ...] = ("high", "medium", "low")
+DEFAULT_MAX_RESOLUTION = 12_000_000
+DEFAULT_OUTPUT_COMPRESSION = 85
+
+Format = Literal["png", "jpg", "webp"]
+Quality = Literal["high", "medium", "low"]
+
+_HEX = re.compile(r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One requested output. Field names, types and defaults are exactly the spec's."""
+
+    variant_name: str
+    max_resolution: int = DEFAULT_MAX_RESOLUTION
+    format: Format = "png"
+    quality: Quality = "high"
+    background_color: str | None = None
+    output_compression: int = DEFAULT_OUTPUT_COMPRESSION
+    autocrop: bool = False
+
+    def __post_init__(self) -> None:
+        name = self.variant_name
+        if not isinstance(name, str) or not name.strip():
+            raise BadRequestError("variant_name is required and must be a non-empty string")
+        if not _is_int(self.max_resolution) or self.max_resolution <= 0:
+            raise BadRequestError(
+                f"Variant '{name}': max_resolution must be a positive integer, "
+                f"got {self.max_resolution!r}"
+            )
+        if self.format not in FORMATS:
+            raise BadRequestError(
+                f"Variant '{name}': invalid format {self.format!r}. Options: png, jpg, webp"
+            )
+        if self.quality not in QUALITIES:
+            raise BadRequestError(
+                f"Variant '{name}': invalid quality {self.quality!r}. Options: high, medium, low"
+            )
+        color = self.background_color
+        if color is not None:
+            if not isinstance(color, str) or not _HEX.match(color):
+                raise BadRequestError(
+                    f"Variant '{name}': background_color must be a hex string like '#ffffff', "
+                    f"got {color!r}"
+                )
+            object.__setattr__(self, "background_color", _expand_hex(color))
+        comp = self.output_compression
+        if not _is_int(comp) or not 1 <= comp <= 100:
+            raise BadRequestError(
+                f"Variant '{name}': output_compression must be an integer from 1 to 100, "
+                f"got {comp!r}"
+            )
+        if not isinstance(self.autocrop, bool):
+            raise BadRequestError(
+                f"Variant '{name}': autocrop must be true or false, got {self.autocrop!r}"
+            )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Variant:
+        """Build from one API ``output_variants`` entry; unknown fields are a 400."""
+        if isinstance(data, Variant):
+            return data
+        if not isinstance(data, Mapping):
+            raise BadRequestError(f"Each output variant must be a JSON object, got {data!r}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise BadRequestError(
+                f"Variant '{data.get('variant_name', '?')}': unknown field(s) {unknown}"
+            )
+        if "variant_name" not in data:
+            raise BadRequestError("variant_name is required for every output variant")
+        values = {k: v for k, v in data.items() if not (v is None and k != "background_color")}
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The API's JSON form, every field explicit."""
+        return asdict(self)
+
+    @property
+    def rendering(self) -> dict[str, Any]:
+        """Everything that decides the output's pixels and bytes (all fields but the name)."""
+        data = self.to_dict()
+        del data["variant_name"]
+        return data
+
+    def cache_key(self) -> str:
+        """Canonical text of :attr:`rendering`: equal for variants that render identically."""
+        return json.dumps(self.rendering, sort_keys=True, separators=(",", ":"))
+
+    @property
+    def extension(self) -> str:
+        """File extension of this variant's output."""
+        return self.format
+
+    @property
+    def has_alpha(self) -> bool:
+        """Whether the output keeps an alpha channel (png/webp without a background)."""
+        return self.format != "jpg" and self.background_color is None
+
+
+def _expand_hex(color: str) -> str:
+    digits = color[1:].lower()
+    if len(digits) == 3:
+        digits = "".join(c * 2 for c in digits)
+    return "#" + digits
+
+
+VariantsLike = Iterable[Variant | Mapping[str, Any]] | Variant | Mapping[str, Any]
+
+
+def parse_variants(variants: VariantsLike) -> list[Variant]:
+    """Validate a request's ``output_variants``: a non-empty list with unique names."""
+    if isinstance(variants, (Variant, Mapping)):
+        variants = [variants]
+    if isinstance(variants, (str, bytes)) or not isinstance(variants, Iterable):
+        raise BadRequestError("output_variants must be a list of variant objects")
+    parsed = [Variant.from_dict(v) for v in variants]
+    if not parsed:
+        raise BadRequestError("output_variants must contain at least one variant")
+    seen: set[str] = set()
+    for v in parsed:
+        if v.variant_name in seen:
+            raise BadRequestError(f"Duplicate variant_name: '{v.variant_name}'")
+        seen.add(v.variant_name)
+    return parsed
