@@ -34,7 +34,15 @@ import numpy as np
 
 from .errors import BadRequestError, ModelUnavailableError
 from .models import ensure_model, get_spec
-from .refine import box_mean, estimate_foreground, guided_filter, guided_upsample, resize_map
+from .refine import (
+    box_mean,
+    estimate_foreground,
+    guided_filter,
+    guided_upsample,
+    resize_map,
+    resize_rgb,
+    working_size,
+)
 from .segmenter import Segmenter
 
 __all__ = ["QUALITIES", "Cutout", "Matting", "matte"]
@@ -80,11 +88,6 @@ def aspect_input_size(width: int, height: int) -> tuple[int, int]:
 
     scale = ASPECT_SHORT_SIDE / min(width, height)
     return side(width * scale), side(height * scale)
-
-
-def _working_size(width: int, height: int, max_pixels: int) -> tuple[int, int]:
-    scale = min(1.0, (max_pixels / (width * height)) ** 0.5)
-    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 def _mirrored(seg: Segmenter, rgb: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -166,23 +169,17 @@ class Matting:
     def _high(self, rgb: np.ndarray) -> Cutout:
         height, width = rgb.shape[:2]
         big, small = self._high_model(), self.segmenter("u2netp", any_size=True)
-        size = aspect_input_size(width, height)
-        views = [_mirrored(big, rgb), big.predict(rgb, size), small.predict(rgb, size)]
-        work = _working_size(width, height, HIGH_WORK_PIXELS)
+        work = working_size(width, height, HIGH_WORK_PIXELS)
+        photo = resize_rgb(rgb, work)  # views, fusion and feathering run at <= 1 MP
+        size = aspect_input_size(*work)
+        views = [_mirrored(big, photo), big.predict(photo, size), small.predict(photo, size)]
         fused = np.median(np.stack([resize_map(v, work) for v in views]), axis=0)
-        photo = rgb if work == (width, height) else _resize_rgb(rgb, work)
         radius = max(2, round(4 * min(work) / 320))
         alpha = feather_band(fused, photo.astype(np.float64) / 255.0, radius)
         if work != (width, height):
             alpha = guided_upsample(alpha, rgb, radius=2, eps=1e-4)
         alpha = np.clip(alpha, 0.0, 1.0).astype(np.float32)
         return Cutout(alpha=alpha, foreground=estimate_foreground(rgb, alpha))
-
-
-def _resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    from PIL import Image
-
-    return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
 
 
 @functools.lru_cache(maxsize=4)

@@ -14,7 +14,15 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-__all__ = ["box_mean", "guided_filter", "guided_upsample", "estimate_foreground", "resize_map"]
+__all__ = [
+    "box_mean",
+    "estimate_foreground",
+    "guided_filter",
+    "guided_upsample",
+    "resize_map",
+    "resize_rgb",
+    "working_size",
+]
 
 
 def box_mean(x: np.ndarray, r: int) -> np.ndarray:
@@ -108,22 +116,29 @@ def guided_upsample(
     filter"): its linear coefficients are upsampled bilinearly and applied to the full photo.
     """
     height, width = photo.shape[:2]
-    scale = min(1.0, (work_pixels / (width * height)) ** 0.5)
-    ww, wh = max(1, round(width * scale)), max(1, round(height * scale))
-    small_photo = (
-        photo
-        if scale == 1.0
-        else np.asarray(Image.fromarray(photo).resize((ww, wh), Image.Resampling.BILINEAR))
-    )
+    work = working_size(width, height, work_pixels)
+    small_photo = resize_rgb(photo, work)
     guide = small_photo.astype(np.float64) / 255.0
-    p = resize_map(coarse, (ww, wh)).astype(np.float64)
-    a, b = _guided_coefficients(guide, p, radius, eps)
-    if scale != 1.0:
-        a = np.stack([resize_map(a[..., c], (width, height)) for c in range(3)], axis=-1)
-        b = resize_map(b, (width, height))
-        guide = photo.astype(np.float32) / 255.0
-    q = np.einsum("hwc,hwc->hw", a, guide, dtype=np.float64) + b
-    return np.clip(q, 0.0, 1.0).astype(np.float32)
+    a, b = _guided_coefficients(guide, resize_map(coarse, work).astype(np.float64), radius, eps)
+    q = np.zeros((height, width), np.float32)
+    for c in range(3):  # channel by channel in float32: bounded memory on large photos
+        q += resize_map(a[..., c], (width, height)) * (photo[..., c] * np.float32(1 / 255))
+    q += resize_map(b, (width, height))
+    return np.clip(q, 0.0, 1.0, out=q)
+
+
+def working_size(width: int, height: int, max_pixels: int) -> tuple[int, int]:
+    """``(width, height)`` scaled down (never up) to at most ``max_pixels``, aspect kept."""
+    scale = min(1.0, (max_pixels / (width * height)) ** 0.5)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """An RGB uint8 photo resized to ``size`` = (width, height) (area-aware Lanczos)."""
+    if (rgb.shape[1], rgb.shape[0]) == size:
+        return rgb
+    img = Image.fromarray(rgb).resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    return np.asarray(img)
 
 
 def _blur_fusion_step(
@@ -137,16 +152,35 @@ def _blur_fusion_step(
     return np.clip(fg, 0.0, 1.0), blurred_bg
 
 
-def estimate_foreground(photo: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """The subject's own colour (uint8 HxWx3) where ``alpha`` is fractional.
+def estimate_foreground(
+    photo: np.ndarray, alpha: np.ndarray, *, work_pixels: int = 1_000_000
+) -> np.ndarray:
+    """The subject's own colour (uint8 HxWx3) along its edges, background colour removed.
+
+    Larger photos are estimated at ``work_pixels`` and the colour correction (estimate minus
+    photo) is upsampled onto the full-resolution photo, which keeps its texture.
 
     Blur fusion, two passes (a wide one for a smooth background estimate, a narrow one for
-    detail), radii scaled with the image. Opaque pixels keep the photo's colour exactly.
+    detail), radii scaled with the image. A matte's outline is never exact: pixels just inside
+    it that the matte calls opaque still mix in the old background, so the colour estimate
+    treats them as partly transparent too (alpha eroded softly by the narrow radius). Pixels
+    farther inside keep the photo's colour exactly.
     """
+    height, width = photo.shape[:2]
+    work = working_size(width, height, work_pixels)
+    if work != (width, height):
+        small = resize_rgb(photo, work)
+        small_alpha = resize_map(alpha, work)
+        correction = estimate_foreground(small, small_alpha).astype(np.float32) - small
+        out = photo.astype(np.float32)
+        for c in range(3):
+            out[..., c] += resize_map(correction[..., c], (width, height))
+        return np.clip(np.rint(out), 0, 255).astype(np.uint8)
     image = photo.astype(np.float64) / 255.0
     a = np.clip(alpha.astype(np.float64), 0.0, 1.0)
     size = max(photo.shape[:2])
     wide, narrow = max(8, round(size * 0.06)), max(2, round(size * 0.004))
+    a = np.minimum(a, box_mean(a, narrow))
     fg, bg = _blur_fusion_step(image, image, image, a, wide)
     fg, _ = _blur_fusion_step(image, fg, bg, a, narrow)
     out = np.rint(fg * 255.0).astype(np.uint8)

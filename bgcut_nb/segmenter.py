@@ -57,6 +57,9 @@ class Segmenter:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
+        # Idle workers sleep instead of spinning: on a small machine shared with decoding,
+        # rendering and other sessions, spinning burns the cores the other work needs.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(
             _free_spatial_dims(self.model_path) if any_size else str(self.model_path),
             sess_options=options,
@@ -80,7 +83,9 @@ class Segmenter:
             raise ValueError(f"this {self.spec.name} session only takes {self.spec.input_size}")
         if width % 32 or height % 32 or width < 32 or height < 32:
             raise ValueError(f"input size must be positive multiples of 32, got {width}x{height}")
-        small = Image.fromarray(rgb).resize((width, height), Image.Resampling.LANCZOS)
+        small = Image.fromarray(rgb).resize(
+            (width, height), Image.Resampling.LANCZOS, reducing_gap=3.0
+        )
         arr = np.asarray(small, dtype=np.float32)
         arr = arr / max(float(arr.max()), 1e-6)
         arr = (arr - self._mean) / self._std

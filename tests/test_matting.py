@@ -82,3 +82,30 @@ def test_bad_quality_and_bad_input():
         matte(b"GIF89a not an image we accept")
     with pytest.raises(ValueError, match="uint8"):
         Matting().cutout(_photo().astype(np.float32), "low")
+
+
+def test_cutout_is_thread_safe(matting):
+    from concurrent.futures import ThreadPoolExecutor
+
+    photos = [_photo(200 + 8 * i, 150) for i in range(4)]
+    expected = [matting.cutout(p, "medium").alpha for p in photos]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        got = list(pool.map(lambda p: matting.cutout(p, "medium").alpha, photos))
+    for want, have in zip(expected, got, strict=True):
+        np.testing.assert_array_equal(want, have)
+
+
+def test_tiers_differ_and_high_foreground_is_decontaminated(matting):
+    rgb = _photo()
+    low, medium, high = (matting.cutout(rgb, q) for q in ("low", "medium", "high"))
+    assert not np.array_equal(low.alpha, medium.alpha)
+    assert not np.array_equal(medium.alpha, high.alpha)
+    assert low.foreground is rgb or np.array_equal(low.foreground, rgb)
+    # Well inside the subject the photo's colour is kept exactly; along the edge it is not.
+    from bgcut_nb.refine import box_mean
+
+    interior = box_mean((high.alpha >= 0.999).astype(float), 4) >= 1.0
+    assert interior.sum() > 1000
+    np.testing.assert_array_equal(high.foreground[interior], rgb[interior])
+    edge = (high.alpha > 0.05) & (high.alpha < 0.95)
+    assert np.abs(high.foreground[edge].astype(int) - rgb[edge]).mean() > 2
