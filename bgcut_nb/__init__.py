@@ -13,6 +13,7 @@ from .errors import (
     PayloadTooLargeError,
     RateLimitError,
 )
+from .matting import Matting, matte
 from .pricing import DEFAULT_COSTS, CostTable
 from .variants import Variant, parse_variants
 
@@ -28,6 +29,7 @@ __all__ = [
     "DEFAULT_COSTS",
     "InsufficientCreditsError",
     "InvalidImageError",
+    "Matting",
     "ModelUnavailableError",
     "NotFoundError",
     "PayloadTooLargeError",
@@ -35,5 +37,6 @@ __all__ = [
     "RateLimitError",
     "UploadResult",
     "Variant",
+    "matte",
     "parse_variants",
 ]
