@@ -1,6 +1,9 @@
 """bgcut-nb: remove image backgrounds at dataset scale from Jupyter and pandas."""
 
+from . import accessor as _accessor  # noqa: F401 - registers df.bgcut and s.bgcut
 from .backend import Backend, ProcessResult, UploadResult
+from .batch import BatchError, BatchStoppedWarning
+from .cache import ReuseCache
 from .errors import (
     APIError,
     AuthenticationError,
@@ -23,6 +26,8 @@ __all__ = [
     "APIError",
     "AuthenticationError",
     "Backend",
+    "BatchError",
+    "BatchStoppedWarning",
     "BadRequestError",
     "BgcutError",
     "CostTable",
@@ -35,6 +40,7 @@ __all__ = [
     "PayloadTooLargeError",
     "ProcessResult",
     "RateLimitError",
+    "ReuseCache",
     "UploadResult",
     "Variant",
     "matte",
