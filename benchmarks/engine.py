@@ -66,12 +66,13 @@ def main() -> int:
     _, traced_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
 
-    print(f"| stage | seconds |\n| --- | ---: |")
+    print("| stage | seconds |\n| --- | ---: |")
     for label, seconds in rows:
         print(f"| {label} | {seconds:.3f} |")
     print(f"| **total** | **{total:.3f}** |")
     print(f"\npeak traced Python/numpy memory: {traced_peak / 2**20:.0f} MiB")
-    print(f"peak resident memory (ru_maxrss): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak resident memory (ru_maxrss): {rss:.0f} MiB")
 
     with tempfile.TemporaryDirectory() as tmp:
         backend = LocalBackend(Path(tmp) / "store", engine=engine)
