@@ -63,7 +63,7 @@ def _checkerboard(size: tuple[int, int]) -> Image.Image:
     board = Image.new("RGB", size, CHECKER_LIGHT)
     dark = Image.new("RGB", (CHECKER_SQUARE, CHECKER_SQUARE), CHECKER_DARK)
     for y in range(0, height, CHECKER_SQUARE):
-        for x in range((y // CHECKER_SQUARE) % 2 * CHECKER_SQUARE, width, 2 * CHECKER_SQUARE):
+        for x in range((y // CHECKER_SQUARE + 1) % 2 * CHECKER_SQUARE, width, 2 * CHECKER_SQUARE):
             board.paste(dark, (x, y))
     return board
 
