@@ -207,6 +207,17 @@ def test_bad_rows_get_their_cause_and_the_batch_carries_on(photos, backend, cach
     assert (s["done"], s["failed"], s["not_attempted"], s["stopped"]) == (2, 5, 0, "")
 
 
+def test_text_progress_shows_done_cached_failed(photos, backend, cache, tmp_path, capsys):
+    df = pd.DataFrame({"path": [str(photos[0]), None, str(photos[1])]})
+    run(df, LOW_VARIANTS[:1], backend, cache, tmp_path / "out", progress=True)
+    first = capsys.readouterr().err
+    assert "3/3" in first and "cached=0, done=2, failed=1" in first
+    run(df, LOW_VARIANTS[:1], backend, cache, tmp_path / "out", progress=True)
+    assert "cached=2, done=0, failed=1" in capsys.readouterr().err
+    run(df, LOW_VARIANTS[:1], backend, cache, tmp_path / "out", progress=False)
+    assert capsys.readouterr().err == ""
+
+
 def test_errors_raise_names_the_row_and_keeps_finished_rows(photos, backend, cache, tmp_path):
     df = pd.DataFrame({"path": [str(photos[0]), str(tmp_path / "gone.jpg"), str(photos[1])]})
     df.index = [10, 11, 12]

@@ -88,6 +88,10 @@ print(json.dumps({
         assert (alpha == 0).mean() > 0.05 and (alpha > 128).mean() > 0.01  # a real cut-out
         with Image.open(white) as img:
             assert img.format == "JPEG" and img.mode == "RGB"
+    # in Jupyter the progress bar is a widget (tqdm.auto), not text on stderr
+    progress = outputs_of(nb, "variants = [")
+    assert any(WIDGET_MIME in o.get("data", {}) for o in progress)
+    assert not any(o.get("name") == "stderr" and "row/s" in o.get("text", "") for o in progress)
     # the preview and gallery cells displayed widgets
     for cell in ("out.bgcut.preview()", 'out.bgcut.gallery("cutout")'):
         assert any(WIDGET_MIME in o.get("data", {}) for o in outputs_of(nb, cell))
