@@ -59,9 +59,10 @@ Errors = Literal["coerce", "raise"]
 
 
 class BatchError(BgcutError):
-    """A batch stopped on an error (``errors="raise"``, or 401/402 with ``errors="raise"``).
+    """A batch stopped on a row's error with ``errors="raise"``.
 
-    ``row`` is the index label of the row that failed; ``result`` holds every finished row.
+    ``row`` is the index label of the row that failed; ``result`` holds every row's outcome
+    (finished rows included), and the accessors add ``frame``: the same as a DataFrame.
     """
 
     def __init__(self, message: str, *, row: Hashable = None, result: BatchResult | None = None):
@@ -255,6 +256,7 @@ class _Runner:
         self.stop = threading.Event()
         self.stats = BatchStats()
         self._lock = threading.Lock()
+        self._image_locks: dict[str, threading.Lock] = {}
 
     def _add(self, **counts: int) -> None:
         with self._lock:
@@ -278,11 +280,22 @@ class _Runner:
             )
         return result.unique_filename, False
 
+    def _image_lock(self, image_sha: str) -> threading.Lock:
+        with self._lock:
+            return self._image_locks.setdefault(image_sha, threading.Lock())
+
     def process_row(self, value: object) -> RowResult:
         if self.stop.is_set():
             raise _Stopped
-        data, stem, _ = _read_source(value, self.base_dir)
+        data, stem, source = _read_source(value, self.base_dir)
         image_sha = sha256_bytes(data)
+        # Rows with the same bytes take turns, so the later ones find the outputs cached.
+        with self._image_lock(image_sha):
+            return self._process_image(data, stem, image_sha, source)
+
+    def _process_image(self, data: bytes, stem: str, image_sha: str, source: str) -> RowResult:
+        if self.stop.is_set():
+            raise _Stopped
         row = RowResult()
         pending: list[tuple[Variant, Path]] = []
         for variant in self.variants:
@@ -308,7 +321,7 @@ class _Runner:
             row.status = "cached"
             return row
 
-        filename = f"{_safe_stem(stem)}{Path(str(value)).suffix if stem != 'image' else ''}"
+        filename = f"{_safe_stem(stem)}{Path(source).suffix if stem != 'image' else ''}"
         unique_filename, reused = self._upload(data, image_sha, filename)
         if self.stop.is_set():
             raise _Stopped

@@ -110,6 +110,17 @@ def test_outputs_are_real_cutouts_at_the_documented_paths(photos, backend, cache
         assert row["cut_url"].startswith("file://")
 
 
+def test_rows_with_the_same_image_are_processed_once(photos, backend, cache, tmp_path):
+    copy = tmp_path / "copy-of-photo0.jpg"
+    copy.write_bytes(photos[0].read_bytes())
+    df = frame_of([photos[0], copy, photos[0], photos[1]])
+    out = run(df, LOW_VARIANTS, backend, cache, tmp_path / "out", max_workers=4)
+    s = out.bgcut.stats
+    assert (s["uploads"], s["process_calls"], s["done"], s["cached"]) == (2, 2, 2, 2)
+    assert Path(out.loc[1, "cut_path"]).name.startswith("copy-of-photo0-")
+    assert Path(out.loc[1, "cut_path"]).read_bytes() == Path(out.loc[0, "cut_path"]).read_bytes()
+
+
 def test_tampered_or_deleted_output_is_rendered_again(photos, backend, cache, tmp_path):
     df = frame_of(photos)
     first = run(df, LOW_VARIANTS, backend, cache, tmp_path / "out")
