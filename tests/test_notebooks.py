@@ -8,8 +8,12 @@ a temporary directory, on a kernelspec that points at this test run's Python, wi
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import sys
+import threading
+import time
 from pathlib import Path
 
 import nbformat
@@ -125,3 +129,55 @@ print(json.dumps({
         with Image.open(path) as img:
             assert img.format == "WEBP" and img.width * img.height <= 10_000
     assert any(WIDGET_MIME in o.get("data", {}) for o in outputs_of(nb, "later.bgcut.preview()"))
+
+
+def test_interrupting_the_kernel_keeps_finished_rows_and_a_rerun_resumes(workspace):
+    """Jupyter's interrupt (SIGINT to the kernel) during df.bgcut.process, then a re-run."""
+    from notebook_support import make_photos
+
+    make_photos(workspace / "many", 8)
+    out_dir = workspace / "out"
+    cells = [
+        "import pandas as pd, threading, bgcut_nb\n"
+        "df = pd.DataFrame({'path': [f'../many/photo{i}.jpg' for i in range(8)]})\n"
+        "v = [{'variant_name': 'cut', 'quality': 'low', 'max_resolution': 20000}]",
+        f"df.bgcut.process(v, out_dir={str(out_dir)!r}, max_workers=1)",
+        "import json\n"
+        f"again = df.bgcut.process(v, out_dir={str(out_dir)!r}, progress=False)\n"
+        "print(json.dumps({'stats': again.bgcut.stats, 'errors': again.bgcut_error.tolist(),\n"
+        "  'threads': [t.name for t in threading.enumerate() if t.name.startswith('bgcut')]}))",
+    ]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    client = NotebookClient(
+        nb,
+        kernel_name=KERNEL,
+        timeout=600,
+        allow_errors=True,
+        resources={"metadata": {"path": str(workspace / "notebooks")}},
+    )
+    with client.setup_kernel():
+        client.execute_cell(nb.cells[0], 0)
+        stop = threading.Event()
+
+        def press_ctrl_c() -> None:  # once the first row's output exists
+            while not stop.is_set():
+                if list(out_dir.rglob("*.png")):
+                    os.kill(client.km.provisioner.pid, signal.SIGINT)  # what Jupyter does
+                    return
+                time.sleep(0.02)
+
+        watcher = threading.Thread(target=press_ctrl_c, daemon=True)
+        watcher.start()
+        client.execute_cell(nb.cells[1], 1)
+        stop.set()
+        watcher.join(5)
+        client.execute_cell(nb.cells[2], 2)
+    errors = [o for o in nb.cells[1].outputs if o.output_type == "error"]
+    assert errors and errors[0]["ename"] == "KeyboardInterrupt"
+    assert "run the same call again to resume" in errors[0]["evalue"]
+    text = "".join(o.get("text", "") for o in nb.cells[2].outputs if o.output_type == "stream")
+    report = json.loads(text.strip().splitlines()[-1])
+    s = report["stats"]
+    assert report["errors"] == [""] * 8 and report["threads"] == []
+    assert 1 <= s["cached"] < 8  # rows finished before the interrupt were kept
+    assert s["done"] == s["uploads"] == s["process_calls"] == 8 - s["cached"]
