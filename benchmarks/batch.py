@@ -108,13 +108,13 @@ def main() -> int:
     args = parser.parse_args()
 
     import pandas as pd
-    from bgcut_nb.remote import RemoteBackend
-    from bgcut_nb.server.faults import FaultSpec
-    from bgcut_nb.server.testing import ServerThread
 
     import bgcut_nb  # noqa: F401 - registers df.bgcut
     from bgcut_nb.batch import default_workers
     from bgcut_nb.local import LocalBackend
+    from bgcut_nb.remote import RemoteBackend
+    from bgcut_nb.server.faults import FaultSpec
+    from bgcut_nb.server.testing import ServerThread
 
     with tempfile.TemporaryDirectory(prefix="bgcut-bench-") as tmp:
         root = Path(tmp)

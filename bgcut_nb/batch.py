@@ -509,6 +509,17 @@ def _run_pool(
         bar.update(1)
         bar.set_postfix(done=stats.done, cached=stats.cached, failed=stats.failed, refresh=False)
 
+    def guarded(value: object) -> RowResult:
+        # Stop at once, in the worker, so no queued row starts after a fatal error.
+        try:
+            return work(value)
+        except _Stopped:
+            raise
+        except Exception as exc:
+            if isinstance(exc, FATAL_ERRORS) or errors == "raise":
+                runner.stop.set()
+            raise
+
     in_flight: dict[Future, int] = {}
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bgcut")
     interrupted = False
@@ -521,7 +532,7 @@ def _run_pool(
                 and len(in_flight) < 2 * workers
             ):
                 value = items[next_position][1]
-                in_flight[executor.submit(work, value)] = next_position
+                in_flight[executor.submit(guarded, value)] = next_position
                 next_position += 1
             if not in_flight:
                 break

@@ -295,7 +295,8 @@ def test_keyboard_interrupt_stops_cleanly_and_a_rerun_resumes(tmp_path, cache):
     s = out.bgcut.stats
     assert s["cached"] == finished >= 2  # the interrupted row and the ones before it were kept
     assert s["process_calls"] == s["done"] == 8 - finished
-    assert s["uploads"] == 8 - finished
+    # a row may have uploaded before the stop reached it: then its upload is reused
+    assert s["uploads"] + s["uploads_reused"] == 8 - finished
     assert (out["bgcut_error"] == "").all()
 
 
