@@ -13,6 +13,7 @@ from .errors import (
     PayloadTooLargeError,
     RateLimitError,
 )
+from .local import LocalBackend
 from .matting import Matting, matte
 from .pricing import DEFAULT_COSTS, CostTable
 from .variants import Variant, parse_variants
@@ -29,6 +30,7 @@ __all__ = [
     "DEFAULT_COSTS",
     "InsufficientCreditsError",
     "InvalidImageError",
+    "LocalBackend",
     "Matting",
     "ModelUnavailableError",
     "NotFoundError",
