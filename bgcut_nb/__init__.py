@@ -16,6 +16,7 @@ from .errors import (
     PayloadTooLargeError,
     RateLimitError,
 )
+from .local import LocalBackend
 from .matting import Matting, matte
 from .pricing import DEFAULT_COSTS, CostTable
 from .variants import Variant, parse_variants
@@ -34,6 +35,7 @@ __all__ = [
     "DEFAULT_COSTS",
     "InsufficientCreditsError",
     "InvalidImageError",
+    "LocalBackend",
     "Matting",
     "ModelUnavailableError",
     "NotFoundError",
