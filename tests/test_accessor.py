@@ -147,3 +147,22 @@ def test_series_accessor_process_and_upload(photos, backend, tmp_path):
     assert list(out.columns) == ["p", "bgcut_unique_filename", "cut_url", "cut_path", "bgcut_error"]
     assert out.bgcut.stats["uploads"] == 0 and out.bgcut.stats["process_calls"] == 3
     assert out["bgcut_unique_filename"].iloc[:3].tolist() == ids.iloc[:3].tolist()
+
+
+def test_empty_frames_and_bad_variants(tmp_path):
+    empty = pd.DataFrame({"path": pd.Series([], dtype=str)})
+    out = empty.bgcut.process(
+        LOW_VARIANTS[:1], image_col="path", out_dir=tmp_path / "o", progress=False
+    )
+    assert list(out.columns) == ["path", "bgcut_unique_filename", "cut_url", "cut_path",
+                                 "bgcut_error"]  # fmt: skip
+    assert len(out) == 0 and out.bgcut.stats["rows"] == 0
+    assert "nothing to preview" in out.bgcut.preview().children[0].value
+    df = pd.DataFrame({"path": ["x.png"]})
+    with pytest.raises(bgcut_nb.BadRequestError, match="invalid format 'gif'"):
+        df.bgcut.process([{"variant_name": "a", "format": "gif"}], out_dir=tmp_path / "bad")
+    with pytest.raises(bgcut_nb.BadRequestError, match="Duplicate variant_name"):
+        df.bgcut.process([LOW_VARIANTS[0], LOW_VARIANTS[0]], out_dir=tmp_path / "bad")
+    with pytest.raises(ValueError, match="errors must be"):
+        df.bgcut.process(LOW_VARIANTS, out_dir=tmp_path / "bad", errors="ignore")
+    assert not (tmp_path / "bad").exists()  # nothing was written or sent
