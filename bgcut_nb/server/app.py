@@ -142,13 +142,15 @@ def create_app(
     *,
     api_keys: Mapping[str, float],
     storage_dir: str | os.PathLike[str] | None = None,
+    model_dir: str | os.PathLike[str] | None = None,
     db_path: str | os.PathLike[str] | None = None,
     costs: CostTable = DEFAULT_COSTS,
     reset_credits: bool = False,
     stats: Counter | None = None,
     **settings: Any,
 ) -> FastAPI:
-    """Build the v3 API server over ``backend`` (default: a :class:`LocalBackend`).
+    """Build the v3 API server over ``backend`` (default: a :class:`LocalBackend` in
+    ``<storage_dir>/engine`` using the models in ``model_dir``).
 
     ``api_keys`` maps each bearer key to its starting credits (a key already in the database
     keeps its balance unless ``reset_credits``). State lives in SQLite at ``db_path``
@@ -162,7 +164,9 @@ def create_app(
     if backend is None:
         from ..local import LocalBackend
 
-        backend = LocalBackend(storage / "engine", upload_ttl=options.upload_ttl, costs=costs)
+        backend = LocalBackend(
+            storage / "engine", model_dir=model_dir, upload_ttl=options.upload_ttl, costs=costs
+        )
     ledger = Ledger(Path(db_path) if db_path else storage / "server.sqlite3")
     service = V3Service(
         backend, ledger, api_keys, options, costs=costs, reset_credits=reset_credits
