@@ -36,7 +36,7 @@ import mimetypes
 import random
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -285,7 +285,7 @@ class RemoteBackend(Backend):
         url: str,
         *,
         authorized: bool,
-        repeat_if_sent: bool | Any,
+        repeat_if_sent: bool | Callable[[], bool],
         headers: dict[str, str] | None = None,
         **kwargs: Any,
     ) -> requests.Response:
@@ -298,17 +298,19 @@ class RemoteBackend(Backend):
         while True:
             try:
                 response = self._session.request(method, url, headers=headers, **kwargs)
+                failure = None
             except requests.RequestException as exc:
-                sent = not _never_sent(exc)
+                # Keep only text: requests' exceptions hold the request, headers included.
+                failure, sent = f"{type(exc).__name__}: {exc}", not _never_sent(exc)
+            if failure is not None:
                 repeat = repeat_if_sent() if callable(repeat_if_sent) else repeat_if_sent
-                reason = f"{type(exc).__name__}: {exc}"
                 if attempt < policy.retries and (not sent or repeat):
                     delay = policy.backoff_delay(attempt)
-                    log.info("%s: %s; retry %d in %.2fs", op, reason, attempt + 1, delay)
+                    log.info("%s: %s; retry %d in %.2fs", op, failure, attempt + 1, delay)
                     time.sleep(delay)
                     attempt += 1
                     continue
-                raise self._connection_error(op, url, reason, sent) from None
+                raise self._connection_error(op, url, failure, sent)
             if authorized and IDEMPOTENCY_SUPPORT_HEADER in response.headers:
                 self._server_dedups_process = True
             if response.ok:
@@ -349,13 +351,15 @@ class RemoteBackend(Backend):
         return body
 
     def _stream(self, response: requests.Response, url: str) -> Iterator[bytes]:
+        failure = None
         try:
             yield from response.iter_content(_CHUNK)
         except requests.RequestException as exc:
-            where = url.split("?", 1)[0]
-            raise APIConnectionError(
-                f"fetch: {where} broke off mid-download ({type(exc).__name__})",
-                maybe_processed=True,
-            ) from None
+            failure = type(exc).__name__
         finally:
             response.close()
+        if failure is not None:
+            where = url.split("?", 1)[0]
+            raise APIConnectionError(
+                f"fetch: {where} broke off mid-download ({failure})", maybe_processed=True
+            )

@@ -27,9 +27,7 @@ def _photo(width: int = 480, height: int = 360, fmt: str = "JPEG") -> bytes:
     cx, cy, r = width * 0.5, height * 0.55, min(width, height) * 0.3
     d = np.sqrt((x - cx) ** 2 + (y - cy) ** 2) / r
     ball = d < 1.0
-    shade = np.clip(
-        1.15 - 0.6 * np.sqrt(((x - cx + r / 3) ** 2 + (y - cy + r / 3) ** 2)) / r, 0.3, 1
-    )
+    shade = np.clip(1.15 - 0.6 * np.sqrt((x - cx + r / 3) ** 2 + (y - cy + r / 3) ** 2) / r, 0.3, 1)
     colour = np.stack([235 * shade, 110 * shade, 30 * shade], axis=-1)
     pixels = np.where(ball[..., None], colour, background)
     image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
