@@ -13,6 +13,8 @@ from .errors import (
     PayloadTooLargeError,
     RateLimitError,
 )
+from .local import LocalBackend
+from .matting import Matting, matte
 from .pricing import DEFAULT_COSTS, CostTable
 from .variants import Variant, parse_variants
 
@@ -28,6 +30,8 @@ __all__ = [
     "DEFAULT_COSTS",
     "InsufficientCreditsError",
     "InvalidImageError",
+    "LocalBackend",
+    "Matting",
     "ModelUnavailableError",
     "NotFoundError",
     "PayloadTooLargeError",
@@ -35,5 +39,6 @@ __all__ = [
     "RateLimitError",
     "UploadResult",
     "Variant",
+    "matte",
     "parse_variants",
 ]

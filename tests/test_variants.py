@@ -6,6 +6,7 @@ import pytest
 
 from bgcut_nb import BadRequestError, CostTable, Variant, parse_variants
 from bgcut_nb.errors import RateLimitError, error_for_status
+from bgcut_nb.variants import SPEC_EXAMPLE_VARIANTS
 
 SPEC_EXAMPLE = [
     {"variant_name": "full", "max_resolution": 12000000, "format": "png", "quality": "high"},
@@ -24,6 +25,12 @@ SPEC_EXAMPLE = [
         "output_compression": 85,
     },
 ]
+
+
+def test_spec_example_constant_matches_the_spec():
+    assert [v.to_dict() for v in SPEC_EXAMPLE_VARIANTS] == [
+        v.to_dict() for v in parse_variants(SPEC_EXAMPLE)
+    ]
 
 
 def test_defaults_are_the_specs():

@@ -1,0 +1,173 @@
+"""Image ingest: decode PNG/JPEG/WebP by content, apply EXIF orientation, normalise to sRGB.
+
+Everything the engine works on passes through :func:`decode_image` (uploaded bytes) or
+:func:`load_image` (anything a user may hold: a path, bytes, a PIL image or a numpy array), and
+comes out as an 8-bit ``RGB`` or ``RGBA`` image in sRGB with its orientation applied.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+
+from .errors import INVALID_IMAGE_DETAIL, InvalidImageError
+
+__all__ = ["decode_image", "load_image", "DEFAULT_MAX_PIXELS", "SUPPORTED_FORMATS"]
+
+log = logging.getLogger(__name__)
+
+#: Largest input accepted, in pixels (about 8000 x 8000). Bigger inputs are refused before
+#: decoding, which is what protects against decompression bombs.
+DEFAULT_MAX_PIXELS = 64_000_000
+
+#: Pillow format names accepted as input. MPO is the multi-picture JPEG many cameras write.
+SUPPORTED_FORMATS = {"PNG": "png", "JPEG": "jpg", "MPO": "jpg", "WEBP": "webp"}
+
+_SRGB = ImageCms.createProfile("sRGB")
+
+
+def sniff_format(data: bytes) -> str | None:
+    """Input format (``png``/``jpg``/``webp``) from the content, or ``None`` if unsupported."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "jpg"
+    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    return None
+
+
+def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode uploaded bytes into an oriented 8-bit sRGB ``RGB``/``RGBA`` image.
+
+    Raises :class:`InvalidImageError` for empty input, formats other than PNG/JPEG/WebP,
+    corrupt or truncated files, and images over ``max_pixels``.
+    """
+    if not data:
+        raise InvalidImageError("Missing image: the upload is empty")
+    if sniff_format(bytes(data[:16])) is None:
+        raise InvalidImageError(INVALID_IMAGE_DETAIL)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise InvalidImageError(f"Image too large to decode safely: {exc}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        detail = f"Invalid image: the file is corrupt or truncated ({exc})"
+        raise InvalidImageError(detail) from None
+    if image.format not in SUPPORTED_FORMATS:
+        raise InvalidImageError(INVALID_IMAGE_DETAIL)
+    _check_size(image, max_pixels)
+    try:
+        image.seek(0)  # animated WebP/PNG and MPO: the first frame is the picture
+        image.load()
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        kind = SUPPORTED_FORMATS[image.format].upper()
+        detail = f"Invalid image: the {kind} data is corrupt or truncated ({exc})"
+        raise InvalidImageError(detail) from None
+    return normalize_image(image)
+
+
+def _check_size(image: Image.Image, max_pixels: int) -> None:
+    width, height = image.size
+    if width <= 0 or height <= 0:
+        raise InvalidImageError("Invalid image: it has no pixels")
+    if width * height > max_pixels:
+        raise InvalidImageError(
+            f"Image too large: {width} x {height} = {width * height:,} pixels exceeds the "
+            f"limit of {max_pixels:,} pixels"
+        )
+
+
+def normalize_image(image: Image.Image) -> Image.Image:
+    """Apply EXIF orientation and convert any colour mode to 8-bit sRGB ``RGB``/``RGBA``."""
+    icc = image.info.get("icc_profile")
+    image = ImageOps.exif_transpose(image)
+    mode = image.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        image = Image.fromarray(_to_8bit(np.asarray(image)), "L")
+    elif mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    elif mode in ("LA", "La", "PA", "RGBa"):
+        image = image.convert("RGBA")
+    if image.mode == "RGBA":
+        rgb, alpha = image.convert("RGB"), image.getchannel("A")
+    else:
+        rgb, alpha = image, None
+    rgb = _to_srgb(rgb, icc)
+    if alpha is None or alpha.getextrema() == (255, 255):
+        return rgb
+    rgb.putalpha(alpha)
+    return rgb
+
+
+def _to_8bit(values: np.ndarray) -> np.ndarray:
+    """Scale 16/32-bit or float greyscale to 0..255 without clipping highlights."""
+    peak = float(values.max()) if values.size else 0.0
+    if values.dtype.kind == "f" and peak <= 1.0:
+        scale = 1.0
+    else:
+        scale = 65535.0 if peak > 255 else 255.0
+    scaled = values.astype(np.float64) / scale * 255.0
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def _to_srgb(image: Image.Image, icc: bytes | None) -> Image.Image:
+    """Convert to sRGB ``RGB`` through the embedded ICC profile when there is one."""
+    if icc:
+        try:
+            source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            description = ImageCms.getProfileDescription(source) or ""
+            if not ("sRGB" in description and image.mode == "RGB"):
+                return ImageCms.profileToProfile(
+                    image,
+                    source,
+                    _SRGB,
+                    renderingIntent=ImageCms.Intent.PERCEPTUAL,
+                    outputMode="RGB",
+                )
+        except (ImageCms.PyCMSError, OSError, ValueError) as exc:
+            log.warning("ignoring an unusable ICC profile (%s); converting without it", exc)
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def load_image(image: Any, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Like :func:`decode_image`, for a path, bytes, a binary file, a PIL image or an array.
+
+    Arrays are ``uint8`` (or float in 0..1) of shape HxW, HxWx3 or HxWx4, taken as sRGB.
+    """
+    if isinstance(image, Image.Image):
+        _check_size(image, max_pixels)
+        return normalize_image(image)
+    if isinstance(image, np.ndarray):
+        return _from_array(image)
+    if isinstance(image, (str, os.PathLike)):
+        path = Path(image)
+        if not path.is_file():
+            raise InvalidImageError(f"Image file not found: {path}")
+        return decode_image(path.read_bytes(), max_pixels=max_pixels)
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return decode_image(bytes(image), max_pixels=max_pixels)
+    if hasattr(image, "read"):
+        return decode_image(image.read(), max_pixels=max_pixels)
+    raise InvalidImageError(f"Cannot read an image from {type(image).__name__}")
+
+
+def _from_array(array: np.ndarray) -> Image.Image:
+    if array.dtype.kind == "f":
+        array = np.clip(np.rint(array * 255.0), 0, 255).astype(np.uint8)
+    if array.dtype != np.uint8:
+        raise InvalidImageError(f"Image arrays must be uint8 or float, got {array.dtype}")
+    if array.ndim == 2:
+        return Image.fromarray(array, "L").convert("RGB")
+    if array.ndim == 3 and array.shape[2] in (3, 4):
+        return normalize_image(Image.fromarray(array, "RGB" if array.shape[2] == 3 else "RGBA"))
+    raise InvalidImageError(f"Image arrays must be HxW, HxWx3 or HxWx4, got {array.shape}")

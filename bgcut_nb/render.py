@@ -1,0 +1,128 @@
+"""Rendering: turn one cut-out (foreground colour + alpha matte) into any output variant.
+
+Order of operations for a variant: autocrop to the subject, downscale to ``max_resolution``
+(never up), fill the background through the alpha, encode. PNG keeps alpha; WebP keeps alpha
+unless a background colour is set; JPEG has no alpha and is flattened onto ``background_color``,
+or onto white when none is given (the convention of image editors and of remove.bg).
+``output_compression`` is the JPEG/WebP quality (1..100) and is ignored for PNG.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Protocol
+
+import numpy as np
+from PIL import Image
+
+from .variants import Variant
+
+__all__ = ["render_variant", "subject_bbox", "fit_within", "AUTOCROP_ALPHA_THRESHOLD"]
+
+#: Alpha above which a pixel counts as part of the subject for ``autocrop``. Fainter fringe is
+#: imperceptible, and counting it would let stray matte noise defeat the crop.
+AUTOCROP_ALPHA_THRESHOLD = 0.05
+
+#: WebP cannot store images wider or taller than this; such outputs are scaled to fit.
+WEBP_MAX_SIDE = 16383
+
+JPEG_DEFAULT_BACKGROUND = (255, 255, 255)
+
+
+class CutoutLike(Protocol):
+    """A cut-out: ``foreground`` uint8 HxWx3 (the colour to show) and ``alpha`` float HxW."""
+
+    alpha: np.ndarray
+    foreground: np.ndarray
+
+
+def subject_bbox(
+    alpha: np.ndarray, threshold: float = AUTOCROP_ALPHA_THRESHOLD
+) -> tuple[int, int, int, int] | None:
+    """Bounding box ``(left, top, right, bottom)`` (exclusive) of ``alpha > threshold``.
+
+    ``None`` when nothing in the matte reaches the threshold.
+    """
+    mask = alpha > threshold
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def fit_within(width: int, height: int, max_pixels: int) -> tuple[int, int]:
+    """Largest size with the same aspect ratio and ``w * h <= max_pixels``; never upscales."""
+    if width * height <= max_pixels:
+        return width, height
+    scale = math.sqrt(max_pixels / (width * height))
+    new_w = max(1, math.floor(width * scale))
+    new_h = max(1, math.floor(height * scale))
+    while new_w * new_h > max_pixels and (new_w > 1 or new_h > 1):
+        if new_w / width >= new_h / height and new_w > 1:
+            new_w -= 1
+        else:
+            new_h -= 1
+    return new_w, new_h
+
+
+def _parse_hex(color: str) -> tuple[int, int, int]:
+    digits = color.lstrip("#")
+    return int(digits[0:2], 16), int(digits[2:4], 16), int(digits[4:6], 16)
+
+
+def render_image(cutout: CutoutLike, variant: Variant) -> Image.Image:
+    """The variant's pixels as a PIL image (``RGBA`` when it keeps alpha, else ``RGB``)."""
+    alpha = np.asarray(cutout.alpha, dtype=np.float32)
+    foreground = np.asarray(cutout.foreground, dtype=np.uint8)
+    if alpha.shape != foreground.shape[:2]:
+        raise ValueError(f"matte {alpha.shape} does not match image {foreground.shape[:2]}")
+    if variant.autocrop:
+        box = subject_bbox(alpha)
+        if box is not None:
+            left, top, right, bottom = box
+            alpha = alpha[top:bottom, left:right]
+            foreground = foreground[top:bottom, left:right]
+    height, width = alpha.shape
+    size = fit_within(width, height, variant.max_resolution)
+    if variant.format == "webp" and max(size) > WEBP_MAX_SIDE:
+        shrink = WEBP_MAX_SIDE / max(size)
+        size = (max(1, math.floor(size[0] * shrink)), max(1, math.floor(size[1] * shrink)))
+
+    if variant.has_alpha:
+        alpha8 = np.rint(np.clip(alpha, 0.0, 1.0) * 255.0).astype(np.uint8)
+        image = Image.fromarray(np.dstack([foreground, alpha8]), "RGBA")
+        if size != image.size:
+            # resample premultiplied so transparent pixels' colour cannot bleed into edges
+            image = image.convert("RGBa").resize(size, Image.Resampling.LANCZOS).convert("RGBA")
+        return image
+
+    if variant.background_color is not None:
+        background = _parse_hex(variant.background_color)
+    else:
+        background = JPEG_DEFAULT_BACKGROUND
+    a = np.clip(alpha, 0.0, 1.0)[..., None]
+    bg = np.asarray(background, dtype=np.float32)
+    flat = foreground.astype(np.float32) * a + bg * (1.0 - a)
+    image = Image.fromarray(np.rint(flat).astype(np.uint8), "RGB")
+    if size != image.size:
+        image = image.resize(size, Image.Resampling.LANCZOS)
+    return image
+
+
+def encode_image(image: Image.Image, variant: Variant) -> bytes:
+    """Encode rendered pixels in the variant's format."""
+    buffer = io.BytesIO()
+    if variant.format == "png":
+        image.save(buffer, "PNG", compress_level=6)
+    elif variant.format == "webp":
+        image.save(buffer, "WEBP", quality=variant.output_compression, method=4)
+    else:
+        image.save(buffer, "JPEG", quality=variant.output_compression, optimize=True)
+    return buffer.getvalue()
+
+
+def render_variant(cutout: CutoutLike, variant: Variant) -> bytes:
+    """Render and encode one variant of a cut-out; returns the file's bytes."""
+    return encode_image(render_image(cutout, variant), variant)

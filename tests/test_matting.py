@@ -1,0 +1,84 @@
+"""Matting tiers: the public matte function, determinism, EXIF orientation, input types."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from models_support import PHOTOS, model_path
+from PIL import Image
+
+from bgcut_nb.errors import BadRequestError, InvalidImageError
+from bgcut_nb.matting import QUALITIES, Cutout, Matting, matte
+
+
+@pytest.fixture(scope="module")
+def matting() -> Matting:
+    model_path("u2netp")
+    return Matting()
+
+
+def _photo(width: int = 240, height: int = 160) -> np.ndarray:
+    """A synthetic photo: a warm disc (the subject) on a cool textured background."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    rng = np.random.default_rng(7)
+    img = np.empty((height, width, 3), np.uint8)
+    img[...] = (40, 90, 160)
+    img = (img + rng.integers(0, 30, img.shape)).astype(np.uint8)
+    disc = (xx - width * 0.45) ** 2 + (yy - height * 0.5) ** 2 < (min(width, height) * 0.3) ** 2
+    img[disc] = (230, 170, 60)
+    return img
+
+
+@pytest.mark.parametrize("quality", QUALITIES)
+def test_cutout_shape_type_and_determinism(matting, quality):
+    rgb = _photo()
+    first = matting.cutout(rgb, quality)
+    second = matting.cutout(rgb.copy(), quality)
+    assert isinstance(first, Cutout)
+    assert first.alpha.shape == rgb.shape[:2] and first.alpha.dtype == np.float32
+    assert first.foreground.shape == rgb.shape and first.foreground.dtype == np.uint8
+    assert 0.0 <= first.alpha.min() and first.alpha.max() <= 1.0
+    np.testing.assert_array_equal(first.alpha, second.alpha)
+    np.testing.assert_array_equal(first.foreground, second.foreground)
+
+
+def test_matte_is_the_image_size_after_exif_rotation():
+    rgb = _photo(240, 160)
+    buf = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    Image.fromarray(rgb).save(buf, "JPEG", quality=95, exif=exif)
+    alpha = matte(buf.getvalue(), "low")
+    assert alpha.shape == (240, 160)  # displayed as 160 wide, 240 tall
+    assert alpha.dtype == np.float32
+
+
+def test_matte_accepts_path_pil_and_array(tmp_path):
+    rgb = _photo()
+    path = tmp_path / "photo.png"
+    Image.fromarray(rgb).save(path)
+    by_path = matte(path, "low")
+    by_pil = matte(Image.fromarray(rgb), "low")
+    by_array = matte(rgb, "low")
+    np.testing.assert_array_equal(by_path, by_pil)
+    np.testing.assert_array_equal(by_path, by_array)
+
+
+def test_matte_finds_the_subject_of_a_real_photo():
+    alpha = matte(PHOTOS / "horse.jpg", "low") if PHOTOS.is_dir() else None
+    if alpha is None:
+        pytest.skip(f"benchmark photos not found at {PHOTOS}")
+    h, w = alpha.shape
+    assert alpha[h // 2 - 20 : h // 2 + 20, w // 2 - 20 : w // 2 + 20].mean() > 0.8  # the horse
+    assert alpha[:10, :10].mean() < 0.1  # corner background
+
+
+def test_bad_quality_and_bad_input():
+    with pytest.raises(BadRequestError, match="quality must be one of"):
+        matte(_photo(), "ultra")
+    with pytest.raises(InvalidImageError):
+        matte(b"GIF89a not an image we accept")
+    with pytest.raises(ValueError, match="uint8"):
+        Matting().cutout(_photo().astype(np.float32), "low")
