@@ -198,7 +198,7 @@ def test_client_side_validation_fails_before_sending(scripted):
 def test_expired_or_altered_output_urls_are_404_and_download_leaves_no_file(
     bgcut_engine, bgcut_photo, tmp_path
 ):
-    with ServerThread({"k": 10}, tmp_path / "srv", backend=bgcut_engine, url_ttl=1) as server:
+    with ServerThread({"k": 10}, tmp_path / "srv", backend=bgcut_engine, url_ttl=2) as server:
         backend = RemoteBackend("k", server.base_url)
         uploaded = backend.upload_image(bgcut_photo(160, 120))
         url = backend.process_image(
@@ -207,7 +207,7 @@ def test_expired_or_altered_output_urls_are_404_and_download_leaves_no_file(
         with pytest.raises(NotFoundError):
             backend.fetch(url.replace("signature=", "signature=0"))
         assert backend.fetch(url)[:8] == b"\x89PNG\r\n\x1a\n"
-        time.sleep(2.1)
+        time.sleep(3.1)
         dest = tmp_path / "out" / "a.png"
         dest.parent.mkdir()
         with pytest.raises(NotFoundError, match="expired"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import time
 
 __all__ = ["UrlSigner"]
@@ -21,7 +22,7 @@ class UrlSigner:
 
     def sign(self, token: str, ttl: float) -> tuple[int, str]:
         """``(expires, signature)`` for a URL valid ``ttl`` seconds from now."""
-        expires = int(time.time() + ttl)
+        expires = math.ceil(time.time() + ttl)
         return expires, self.signature(token, expires)
 
     def verify(self, token: str, expires: int, signature: str) -> bool:
