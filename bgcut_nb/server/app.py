@@ -300,7 +300,12 @@ def _parse_process_body(raw: bytes) -> tuple[str, list]:
     variants = payload.get("output_variants")
     if not isinstance(variants, list):
         raise BadRequestError("output_variants is required and must be a list of variants")
-    return unique_filename, parse_variants(variants)
+    try:
+        return unique_filename, parse_variants(variants)
+    except BadRequestError:
+        raise
+    except (TypeError, ValueError) as exc:  # a shape Variant's own checks did not foresee
+        raise BadRequestError(f"Invalid output_variants: {exc}") from None
 
 
 def _error(status: int, detail: object, headers: Mapping[str, str] | None = None) -> JSONResponse:

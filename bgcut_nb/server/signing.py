@@ -17,7 +17,7 @@ class UrlSigner:
         self._secret = secret
 
     def signature(self, token: str, expires: int) -> str:
-        msg = f"{token}\n{expires}".encode()
+        msg = f"{token}\n{expires}".encode("utf-8", "replace")
         return hmac.new(self._secret, msg, hashlib.sha256).hexdigest()
 
     def sign(self, token: str, ttl: float) -> tuple[int, str]:
@@ -28,4 +28,5 @@ class UrlSigner:
     def verify(self, token: str, expires: int, signature: str) -> bool:
         if expires < time.time():
             return False
-        return hmac.compare_digest(self.signature(token, expires), signature)
+        expected = self.signature(token, expires).encode()
+        return hmac.compare_digest(expected, signature.encode("utf-8", "replace"))
