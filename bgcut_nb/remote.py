@@ -45,7 +45,6 @@ import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from . import __version__
 from .backend import Backend, ImageInput, ProcessResult, UploadResult, read_image_input
 from .config import ApiKey, resolve_api_base, resolve_api_key
 from .errors import (
@@ -184,6 +183,8 @@ class RemoteBackend(Backend):
         self.costs = costs
         self._server_dedups_process = False
         self._session = requests.Session()
+        from . import __version__  # here, not at import: the package imports this module
+
         self._session.headers["User-Agent"] = f"bgcut-nb/{__version__}"
         # Retries are ours (see the module docstring), so the adapter itself never repeats.
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)

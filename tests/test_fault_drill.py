@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 from bgcut_nb.server.faults import FAULT_KINDS
@@ -11,6 +12,7 @@ from bgcut_nb.server.faults import FAULT_KINDS
 _PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "faults.py"
 _spec = importlib.util.spec_from_file_location("bgcut_fault_drill", _PATH)
 drill = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = drill  # dataclasses look their module up there
 _spec.loader.exec_module(drill)
 
 
