@@ -19,11 +19,13 @@ from .errors import (
 from .local import LocalBackend
 from .matting import Matting, matte
 from .pricing import DEFAULT_COSTS, CostTable
+from .remote import APIConnectionError, RemoteBackend, RetryPolicy
 from .variants import Variant, parse_variants
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "APIConnectionError",
     "APIError",
     "AuthenticationError",
     "Backend",
@@ -42,6 +44,8 @@ __all__ = [
     "PayloadTooLargeError",
     "ProcessResult",
     "RateLimitError",
+    "RemoteBackend",
+    "RetryPolicy",
     "ReuseCache",
     "UploadResult",
     "Variant",
