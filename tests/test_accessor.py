@@ -13,6 +13,7 @@ import bgcut_nb  # noqa: F401 - registers the accessors
 from bgcut_nb import ReuseCache, Variant
 from bgcut_nb.accessor import infer_image_col, resolve_backend
 from bgcut_nb.local import LocalBackend
+from bgcut_nb.remote import RemoteBackend
 
 
 @pytest.fixture(autouse=True)
@@ -97,9 +98,8 @@ def test_backend_none_is_local_without_a_key_and_remote_with_one(tmp_path, monke
         resolve_backend("cloud")
     monkeypatch.setenv("BGCUT_API_KEY", "sk-test-key")
     monkeypatch.setenv("BGCUT_API_BASE", "http://127.0.0.1:9")
-    pytest.importorskip("bgcut_nb.remote", reason="RemoteBackend is not on this branch yet")
     remote = resolve_backend(None)
-    assert not isinstance(remote, LocalBackend)
+    assert isinstance(remote, RemoteBackend) and remote.api_base == "http://127.0.0.1:9"
     assert "sk-test-key" not in remote.identity and "sk-test-key" not in repr(remote)
 
 

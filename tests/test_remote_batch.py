@@ -18,11 +18,8 @@ from notebook_support import LOW_VARIANTS, NEW_VARIANT, local_backend, make_phot
 
 import bgcut_nb  # noqa: F401 - registers the accessors
 from bgcut_nb import BatchError, BatchStoppedWarning, ReuseCache
-
-testing = pytest.importorskip(
-    "bgcut_nb.server.testing", reason="ServerThread (issue 4) is not merged on this branch yet"
-)
-from bgcut_nb.remote import RemoteBackend  # noqa: E402
+from bgcut_nb.remote import RemoteBackend
+from bgcut_nb.server import testing
 
 KEY = "sk-notebook-SECRET-7f3a9c"
 
