@@ -100,8 +100,10 @@ class Variant:
             raise BadRequestError(
                 f"Variant '{data.get('variant_name', '?')}': unknown field(s) {unknown}"
             )
-        if "variant_name" not in data:
+        if data.get("variant_name") is None:
             raise BadRequestError("variant_name is required for every output variant")
+        # JSON null means "the default" for every optional field but background_color,
+        # where null is the documented "transparent"
         values = {k: v for k, v in data.items() if not (v is None and k != "background_color")}
         return cls(**values)
 

@@ -66,6 +66,8 @@ def test_canonical_key_ignores_name_and_normalises_colour():
 BAD = [
     ({"variant_name": ""}, "variant_name"),
     ({"format": "png"}, "variant_name"),
+    ({"variant_name": None}, "variant_name"),
+    ({"variant_name": 7}, "variant_name"),
     ({"variant_name": "x", "format": "gif"}, "invalid format"),
     ({"variant_name": "x", "format": "PNG"}, "invalid format"),
     ({"variant_name": "x", "quality": "ultra"}, "invalid quality"),
