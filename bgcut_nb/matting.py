@@ -1,29 +1,53 @@
-"""Alpha mattes and cut-outs from a photo, at three quality tiers.
+"""Alpha mattes and cut-outs from a photo, at three quality tiers chosen by measurement.
 
-PROVISIONAL (milestone 1): every tier runs u2netp at its native 320x320 input and upsamples
-the probability map bilinearly to the photo's size; the foreground is the photo itself. The
-measured tier pipelines (edge-aware upsampling, u2net, matting, colour decontamination) replace
-this; until then the three tiers give the same matte.
+``low``
+    u2netp at its native 320x320 input, bilinear upsampling to the photo's size; the
+    foreground is the photo itself. One network pass: the fastest tier.
+``medium``
+    u2netp on the photo and on its mirror image (test-time augmentation, averaged), upsampled
+    with the colour guided filter guided by the full-resolution photo, so edges follow the
+    photo rather than the model's 320 px grid; the foreground is the photo itself.
+``high``
+    Three views, fused by a per-pixel median (a majority vote that keeps confident answers
+    confident): the full u2net on the mirrored photo at 320x320, u2net on the photo at an
+    aspect-preserving size (short side 320), and u2netp at that same size. Then alpha matting
+    in the uncertain band along the subject's outline (guided feathering: the colour guided
+    filter of the binary mask, so strands of hair and fur get fractional alpha), guided
+    upsampling to full resolution, and foreground colour estimation (blur fusion) so the
+    original background's colour does not bleed into the edges when the cut-out is composited
+    onto a new background. Falls back to u2netp (with a logged warning) when u2net cannot be
+    had.
+
+``benchmarks/quality.py`` prints each tier's scores on the SOD/BSDS dev set.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import threading
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
-from .errors import BadRequestError
+from .errors import BadRequestError, ModelUnavailableError
 from .models import ensure_model, get_spec
+from .refine import box_mean, estimate_foreground, guided_filter, guided_upsample, resize_map
 from .segmenter import Segmenter
 
 __all__ = ["QUALITIES", "Cutout", "Matting", "matte"]
 
+log = logging.getLogger(__name__)
+
 QUALITIES: tuple[str, ...] = ("high", "medium", "low")
+
+#: High tier: the matte is refined at most at this many pixels, then guided-upsampled.
+HIGH_WORK_PIXELS = 1_000_000
+#: Aspect-preserving network input: the short side, and the longest long side allowed.
+ASPECT_SHORT_SIDE = 320
+ASPECT_MAX_LONG_SIDE = 640
 
 
 @dataclass(frozen=True, eq=False)
@@ -48,11 +72,40 @@ def _check_rgb(rgb: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(rgb)
 
 
-def upsample_bilinear(prob: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of a float map to ``size`` = (width, height), clipped to 0..1."""
-    img = Image.fromarray(np.asarray(prob, dtype=np.float32), mode="F")
-    out = np.asarray(img.resize(size, Image.Resampling.BILINEAR), dtype=np.float32)
-    return np.clip(out, 0.0, 1.0)
+def aspect_input_size(width: int, height: int) -> tuple[int, int]:
+    """Network input (width, height): short side 320, aspect kept, multiples of 32, capped."""
+
+    def side(value: float) -> int:
+        return int(min(ASPECT_MAX_LONG_SIDE, max(32, round(value / 32) * 32)))
+
+    scale = ASPECT_SHORT_SIDE / min(width, height)
+    return side(width * scale), side(height * scale)
+
+
+def _working_size(width: int, height: int, max_pixels: int) -> tuple[int, int]:
+    scale = min(1.0, (max_pixels / (width * height)) ** 0.5)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _mirrored(seg: Segmenter, rgb: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
+    return seg.predict(np.ascontiguousarray(rgb[:, ::-1]), size)[:, ::-1]
+
+
+def feather_band(alpha: np.ndarray, guide: np.ndarray, radius: int) -> np.ndarray:
+    """Alpha matting in the uncertain band along the outline of ``alpha > 0.5``.
+
+    Guided feathering: the colour guided filter of the binary mask, guided by the photo,
+    replaces the matte within ``radius`` px of the outline (where a confident but coarse
+    network output would otherwise keep background between strands opaque); elsewhere the
+    matte is kept.
+    """
+    mask = (alpha > 0.5).astype(np.float64)
+    if not mask.any() or mask.all():
+        return alpha
+    near = box_mean(mask, radius)
+    band = (near > 0.0) & (near < 1.0)
+    feathered = np.clip(guided_filter(guide, mask, max(1, radius // 2), 1e-4), 0.0, 1.0)
+    return np.where(band, feathered, alpha).astype(np.float32)
 
 
 class Matting:
@@ -63,27 +116,73 @@ class Matting:
     ):
         self.model_dir = model_dir
         self.threads = threads
-        self._segmenters: dict[str, Segmenter] = {}
+        self._segmenters: dict[tuple[str, bool], Segmenter] = {}
         self._lock = threading.Lock()
+        self._warned_fallback = False
 
-    def segmenter(self, name: str) -> Segmenter:
+    def segmenter(self, name: str, *, any_size: bool = False) -> Segmenter:
         """The loaded model ``name`` (fetched into the model dir on first use)."""
         with self._lock:
-            seg = self._segmenters.get(name)
+            seg = self._segmenters.get((name, any_size))
             if seg is None:
                 path = ensure_model(name, model_dir=self.model_dir)
-                seg = Segmenter(path, get_spec(name), threads=self.threads)
-                self._segmenters[name] = seg
+                seg = Segmenter(path, get_spec(name), threads=self.threads, any_size=any_size)
+                self._segmenters[name, any_size] = seg
             return seg
+
+    def _high_model(self) -> Segmenter:
+        try:
+            return self.segmenter("u2net", any_size=True)
+        except ModelUnavailableError as exc:
+            if not self._warned_fallback:
+                self._warned_fallback = True
+                log.warning("high quality falls back to u2netp: u2net is unavailable: %s", exc)
+            return self.segmenter("u2netp", any_size=True)
 
     def cutout(self, rgb: np.ndarray, quality: str = "high") -> Cutout:
         """The cut-out of an RGB uint8 photo at ``quality`` (high, medium or low)."""
         _check_quality(quality)
         rgb = _check_rgb(rgb)
+        if quality == "low":
+            return self._low(rgb)
+        if quality == "medium":
+            return self._medium(rgb)
+        return self._high(rgb)
+
+    def _low(self, rgb: np.ndarray) -> Cutout:
         height, width = rgb.shape[:2]
         prob = self.segmenter("u2netp").predict(rgb)
-        alpha = upsample_bilinear(prob, (width, height))
+        alpha = np.clip(resize_map(prob, (width, height)), 0.0, 1.0)
         return Cutout(alpha=alpha, foreground=rgb)
+
+    def _medium(self, rgb: np.ndarray) -> Cutout:
+        seg = self.segmenter("u2netp")
+        prob = 0.5 * (seg.predict(rgb) + _mirrored(seg, rgb))
+        height, width = rgb.shape[:2]
+        radius = max(1, round(2 * min(width, height) / 320))
+        alpha = guided_upsample(prob, rgb, radius=radius, eps=1e-4)
+        return Cutout(alpha=alpha, foreground=rgb)
+
+    def _high(self, rgb: np.ndarray) -> Cutout:
+        height, width = rgb.shape[:2]
+        big, small = self._high_model(), self.segmenter("u2netp", any_size=True)
+        size = aspect_input_size(width, height)
+        views = [_mirrored(big, rgb), big.predict(rgb, size), small.predict(rgb, size)]
+        work = _working_size(width, height, HIGH_WORK_PIXELS)
+        fused = np.median(np.stack([resize_map(v, work) for v in views]), axis=0)
+        photo = rgb if work == (width, height) else _resize_rgb(rgb, work)
+        radius = max(2, round(4 * min(work) / 320))
+        alpha = feather_band(fused, photo.astype(np.float64) / 255.0, radius)
+        if work != (width, height):
+            alpha = guided_upsample(alpha, rgb, radius=2, eps=1e-4)
+        alpha = np.clip(alpha, 0.0, 1.0).astype(np.float32)
+        return Cutout(alpha=alpha, foreground=estimate_foreground(rgb, alpha))
+
+
+def _resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
 
 
 @functools.lru_cache(maxsize=4)
