@@ -130,6 +130,11 @@ def run(args: argparse.Namespace) -> int:
     if result is None:
         return 1
     _write_table(result, output)
+    return max(status, report(result, output))
+
+
+def report(result, output: Path) -> int:
+    """Print a run's summary line to stderr; 1 if any row failed or was not attempted."""
     stats = result.bgcut.stats
     print(
         f"{stats.get('rows', 0)} rows: {stats.get('done', 0)} done, "
@@ -138,6 +143,4 @@ def run(args: argparse.Namespace) -> int:
         f"{stats.get('process_calls', 0)} process calls; results: {output}",
         file=sys.stderr,
     )
-    if stats.get("failed") or stats.get("not_attempted"):
-        status = 1
-    return status
+    return 1 if stats.get("failed") or stats.get("not_attempted") else 0

@@ -1,11 +1,15 @@
-"""``bgcut-nb quickstart``: the spec's three example variants for every photo in ``data/``."""
+"""``bgcut-nb quickstart``: the spec's three example variants for every photo in ``data/``.
+
+Runs ``df.bgcut.process`` on ``data/images.csv`` with the embedded local engine (no API key or
+network needed once the model is fetched), so a second run is served from the cache.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-HELP = "cut out the sample photos in data/ into the spec's three example variants"
+HELP = "cut out the sample photos in data/ into the spec's three example variants (offline)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,41 +20,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out",
         type=Path,
         default=Path("output") / "quickstart",
-        help="where outputs go (default: output/quickstart)",
+        help="where outputs and results.csv go (default: output/quickstart)",
     )
-    parser.add_argument("--model-dir", type=Path, default=None, help="model folder")
     parser.add_argument("--cache-dir", type=Path, default=None, help="cache folder")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from ..backend import Backend
-    from ..local import LocalBackend
+    import bgcut_nb  # noqa: F401 - registers df.bgcut
+
     from ..variants import SPEC_EXAMPLE_VARIANTS
+    from .process import _write_table, report
 
     table = args.data / "images.csv"
     if not table.is_file():
         raise SystemExit(f"no {table}: run this from the repository root or pass --data")
     frame = pd.read_csv(table)
-    frame["path"] = [str((args.data / p).resolve()) for p in frame["path"]]
-    backend: Backend = LocalBackend(
-        None if args.cache_dir is None else args.cache_dir / "local-engine",
-        model_dir=args.model_dir,
+    result = frame.bgcut.process(
+        SPEC_EXAMPLE_VARIANTS,
+        image_col="path",
+        base_dir=args.data,
+        out_dir=args.out,
+        backend="local",
+        cache=args.cache_dir,
+        progress=not args.no_progress,
     )
-    failures = 0
-    for path in frame["path"]:
-        stem = Path(path).stem
-        try:
-            upload = backend.upload_image(path)
-            result = backend.process_image(upload.unique_filename, SPEC_EXAMPLE_VARIANTS)
-        except Exception as exc:  # report and carry on with the next photo
-            failures += 1
-            print(f"{stem}: failed: {exc}")
-            continue
+    for _, row in result.iterrows():
         for variant in SPEC_EXAMPLE_VARIANTS:
-            dest = args.out / variant.variant_name / f"{stem}.{variant.extension}"
-            backend.download(result.output_urls[variant.variant_name], dest)
-            print(f"{stem}: {variant.variant_name:>9} -> {dest}")
-    print(f"done: {len(frame) - failures} of {len(frame)} photos, outputs in {args.out}")
-    return 1 if failures else 0
+            path = row[f"{variant.variant_name}_path"]
+            if isinstance(path, str) and path:
+                print(f"{row['path']}: {variant.variant_name:>9} -> {path}")
+        if row["bgcut_error"]:
+            print(f"{row['path']}: failed: {row['bgcut_error']}")
+    output = args.out / "results.csv"
+    _write_table(result, output)
+    return report(result, output)
