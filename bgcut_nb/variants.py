@@ -15,7 +15,14 @@ from typing import Any, Literal
 
 from .errors import BadRequestError
 
-__all__ = ["Variant", "parse_variants", "FORMATS", "QUALITIES", "DEFAULT_MAX_RESOLUTION"]
+__all__ = [
+    "Variant",
+    "parse_variants",
+    "FORMATS",
+    "QUALITIES",
+    "DEFAULT_MAX_RESOLUTION",
+    "SPEC_EXAMPLE_VARIANTS",
+]
 
 FORMATS: tuple[str, ...] = ("png", "jpg", "webp")
 QUALITIES: tuple[str, ...] = ("high", "medium", "low")
@@ -93,8 +100,10 @@ class Variant:
             raise BadRequestError(
                 f"Variant '{data.get('variant_name', '?')}': unknown field(s) {unknown}"
             )
-        if "variant_name" not in data:
+        if data.get("variant_name") is None:
             raise BadRequestError("variant_name is required for every output variant")
+        # JSON null means "the default" for every optional field but background_color,
+        # where null is the documented "transparent"
         values = {k: v for k, v in data.items() if not (v is None and k != "background_color")}
         return cls(**values)
 
@@ -149,3 +158,17 @@ def parse_variants(variants: VariantsLike) -> list[Variant]:
             raise BadRequestError(f"Duplicate variant_name: '{v.variant_name}'")
         seen.add(v.variant_name)
     return parsed
+
+
+#: The spec's three-variant example: full-resolution PNG, autocropped WebP thumbnail, white JPEG.
+SPEC_EXAMPLE_VARIANTS: tuple[Variant, ...] = (
+    Variant("full", max_resolution=12_000_000, format="png", quality="high"),
+    Variant("thumbnail", max_resolution=250_000, format="webp", quality="medium", autocrop=True),
+    Variant(
+        "white_bg",
+        max_resolution=12_000_000,
+        format="jpg",
+        background_color="#ffffff",
+        output_compression=85,
+    ),
+)

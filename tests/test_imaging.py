@@ -34,6 +34,25 @@ def png_with_header_size(width: int, height: int) -> bytes:
     return bytes(data)
 
 
+def png16(pixels: np.ndarray, color_type: int) -> bytes:
+    """A real 16-bit-per-channel PNG (colour type 2 = RGB, 6 = RGBA), which Pillow cannot write."""
+    height, width = pixels.shape[:2]
+    raw = b"".join(b"\0" + pixels[y].astype(">u2").tobytes() for y in range(height))
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 16, color_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
+
+
 GOOD_JPEG = encode(halves(), "JPEG")
 
 BAD_INPUTS = [
@@ -107,6 +126,18 @@ def test_16_bit_greyscale_keeps_its_range():
     values = np.asarray(image)[..., 0].astype(int).ravel()
     assert values[0] == 0 and values[-1] == 255
     assert np.all(np.diff(values) >= 0) and 120 <= values[128] <= 135  # not clipped to white
+
+
+def test_16_bit_rgb_and_rgba_are_scaled_to_8_bit():
+    rgb = np.zeros((4, 4, 3), np.uint16)
+    rgb[..., 0], rgb[..., 1] = 65535, 32896
+    assert decode_image(png16(rgb, 2)).getpixel((0, 0)) == (255, 128, 0)
+    rgba = np.zeros((4, 4, 4), np.uint16)
+    rgba[..., 2] = 65535
+    rgba[2:, :, 3] = 65535
+    image = decode_image(png16(rgba, 6))
+    assert image.mode == "RGBA"
+    assert image.getpixel((0, 0))[3] == 0 and image.getpixel((0, 3)) == (0, 0, 255, 255)
 
 
 def test_palette_with_transparency_keeps_its_alpha():

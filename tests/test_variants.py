@@ -6,6 +6,7 @@ import pytest
 
 from bgcut_nb import BadRequestError, CostTable, Variant, parse_variants
 from bgcut_nb.errors import RateLimitError, error_for_status
+from bgcut_nb.variants import SPEC_EXAMPLE_VARIANTS
 
 SPEC_EXAMPLE = [
     {"variant_name": "full", "max_resolution": 12000000, "format": "png", "quality": "high"},
@@ -24,6 +25,12 @@ SPEC_EXAMPLE = [
         "output_compression": 85,
     },
 ]
+
+
+def test_spec_example_constant_matches_the_spec():
+    assert [v.to_dict() for v in SPEC_EXAMPLE_VARIANTS] == [
+        v.to_dict() for v in parse_variants(SPEC_EXAMPLE)
+    ]
 
 
 def test_defaults_are_the_specs():
@@ -59,6 +66,8 @@ def test_canonical_key_ignores_name_and_normalises_colour():
 BAD = [
     ({"variant_name": ""}, "variant_name"),
     ({"format": "png"}, "variant_name"),
+    ({"variant_name": None}, "variant_name"),
+    ({"variant_name": 7}, "variant_name"),
     ({"variant_name": "x", "format": "gif"}, "invalid format"),
     ({"variant_name": "x", "format": "PNG"}, "invalid format"),
     ({"variant_name": "x", "quality": "ultra"}, "invalid quality"),

@@ -1,15 +1,146 @@
-"""``bgcut-nb process``: not implemented yet."""
+"""``bgcut-nb process``: a CSV/Parquet of image paths in, cut-out files and a results table out.
+
+Same columns, cache and progress as ``df.bgcut.process``. Relative image paths resolve against
+the input file's directory unless ``--base-dir`` says otherwise. The API key is read from
+``BGCUT_API_KEY`` only (never a command-line argument, which other users could see).
+Exit status: 0 when every row succeeded, 1 when any row failed or the batch stopped early.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
 
-HELP = "process (not implemented yet)"
+HELP = "process a CSV/Parquet of image paths into variants (same cache as df.bgcut.process)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("input", type=Path, help="CSV or Parquet file with a column of paths")
+    parser.add_argument(
+        "--variants",
+        required=True,
+        type=Path,
+        help='JSON file: a list of output variants, or {"output_variants": [...]}',
+    )
+    parser.add_argument("--out", required=True, type=Path, help="directory for the outputs")
+    parser.add_argument(
+        "--image-col", help="column of image paths (default: the one that looks like paths)"
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help="results table, .csv or .parquet (default: OUT/results.csv)",
+    )
+    parser.add_argument("--workers", type=int, help="parallel rows (default: 8 remote, 2 local)")
+    parser.add_argument("--cache-dir", type=Path, help="reuse cache (default: BGCUT_CACHE_DIR)")
+    parser.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
+    parser.add_argument(
+        "--base-dir", type=Path, help="resolve relative image paths here (default: INPUT's dir)"
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("auto", "local", "remote"),
+        default="auto",
+        help="auto: the HTTP API when BGCUT_API_KEY is set, else the local engine",
+    )
+    parser.add_argument(
+        "--errors",
+        choices=("coerce", "raise"),
+        default="coerce",
+        help="coerce: record a bad row's error and carry on; raise: stop at the first",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _read_table(path: Path):
+    import pandas as pd
+
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return pd.read_parquet(path)
+    return pd.read_csv(path)
+
+
+def _write_table(frame, path: Path) -> None:
+    import io
+
+    from bgcut_nb.atomic import atomic_write_bytes
+
+    if path.suffix.lower() in (".parquet", ".pq"):
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer)
+        atomic_write_bytes(path, buffer.getvalue())
+    else:
+        atomic_write_bytes(path, frame.to_csv(index=False).encode("utf-8"))
+
+
+def _read_variants(path: Path) -> list:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(data, dict) and "output_variants" in data:
+        data = data["output_variants"]
+    return data
 
 
 def run(args: argparse.Namespace) -> int:
-    raise SystemExit("bgcut-nb process is not implemented yet")
+    import warnings
+
+    import bgcut_nb  # noqa: F401 - registers df.bgcut
+    from bgcut_nb.batch import BatchError, BatchStoppedWarning
+    from bgcut_nb.errors import BgcutError
+    from bgcut_nb.variants import parse_variants
+
+    try:
+        variants = parse_variants(_read_variants(args.variants))
+    except (OSError, ValueError, BgcutError) as exc:
+        print(f"bgcut-nb process: bad --variants file {args.variants}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        frame = _read_table(args.input)
+    except (OSError, ValueError) as exc:
+        print(f"bgcut-nb process: cannot read {args.input}: {exc}", file=sys.stderr)
+        return 2
+    output = args.output or (args.out / "results.csv")
+    base_dir = args.base_dir or args.input.resolve().parent
+    cache = False if args.no_cache else args.cache_dir
+    status = 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", BatchStoppedWarning)
+        try:
+            result = frame.bgcut.process(
+                variants,
+                image_col=args.image_col,
+                out_dir=args.out,
+                backend=args.backend,
+                max_workers=args.workers,
+                errors=args.errors,
+                progress=not args.no_progress,
+                cache=cache,
+                base_dir=base_dir,
+            )
+        except BatchError as exc:
+            print(f"bgcut-nb process: {exc}", file=sys.stderr)
+            result, status = getattr(exc, "frame", None), 1
+        except (KeyError, ValueError) as exc:
+            print(f"bgcut-nb process: {exc}", file=sys.stderr)
+            return 2
+    for warning in caught:
+        if issubclass(warning.category, BatchStoppedWarning):
+            print(f"bgcut-nb process: {warning.message}", file=sys.stderr)
+    if result is None:
+        return 1
+    _write_table(result, output)
+    return max(status, report(result, output))
+
+
+def report(result, output: Path) -> int:
+    """Print a run's summary line to stderr; 1 if any row failed or was not attempted."""
+    stats = result.bgcut.stats
+    print(
+        f"{stats.get('rows', 0)} rows: {stats.get('done', 0)} done, "
+        f"{stats.get('cached', 0)} cached, {stats.get('failed', 0)} failed, "
+        f"{stats.get('not_attempted', 0)} not attempted; {stats.get('uploads', 0)} uploads, "
+        f"{stats.get('process_calls', 0)} process calls; results: {output}",
+        file=sys.stderr,
+    )
+    return 1 if stats.get("failed") or stats.get("not_attempted") else 0

@@ -1,15 +1,133 @@
-"""``bgcut-nb serve``: not implemented yet."""
+"""``bgcut-nb serve``: run the self-hostable v3 API server over the local engine."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
+import threading
 
-HELP = "serve (not implemented yet)"
+HELP = "serve the BackgroundCut v3 API over the local engine (needs the 'server' extra)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="interface to bind (default: %(default)s)"
+    )
+    parser.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    keys = parser.add_argument_group("keys and credits")
+    keys.add_argument("--api-key", help="accept this bearer key (a keys file keeps it out of ps)")
+    keys.add_argument(
+        "--credits", type=float, default=100.0, help="starting credits of --api-key (default: 100)"
+    )
+    keys.add_argument(
+        "--keys-file", help='JSON file {"KEY": credits, ...} of further keys and their credits'
+    )
+    keys.add_argument(
+        "--reset-credits",
+        action="store_true",
+        help="set balances to the given credits even for keys the database already knows",
+    )
+    store = parser.add_argument_group("storage and limits")
+    store.add_argument("--storage-dir", help="uploads, outputs and the SQLite database")
+    store.add_argument("--db", help="SQLite database path (default: STORAGE_DIR/server.sqlite3)")
+    store.add_argument("--model-dir", help="where the engine's model files live")
+    store.add_argument("--upload-ttl", type=float, default=7200.0, help="seconds (default: 2 h)")
+    store.add_argument("--url-ttl", type=float, default=3600.0, help="output URL lifetime, s")
+    store.add_argument("--rate-limit", type=float, default=10.0, help="requests/s per key (0: off)")
+    store.add_argument("--burst", type=int, default=20, help="token-bucket size per key")
+    store.add_argument("--max-upload-mb", type=float, default=12.0, help="upload size limit, MB")
+    store.add_argument("--public-url", help="base URL clients see, when behind a proxy")
+    faults = parser.add_argument_group("fault injection (drills and benchmarks)")
+    faults.add_argument("--fault-rate", type=float, default=0.0, help="share of requests, 0..1")
+    faults.add_argument(
+        "--fault-kinds",
+        default="429,503,reset-before,reset-after,latency",
+        help="comma-separated kinds (default: %(default)s)",
+    )
+    faults.add_argument("--fault-retry-after", type=int, default=1, help="Retry-After of 429s")
+    faults.add_argument("--fault-latency", type=float, default=0.25, help="added latency, s")
+    faults.add_argument("--fault-seed", type=int, help="random seed for reproducible drills")
+
+
+def _api_keys(args: argparse.Namespace) -> dict[str, float]:
+    from ..server.keys import load_keys_file
+
+    keys: dict[str, float] = {}
+    if args.keys_file:
+        keys.update(load_keys_file(args.keys_file))
+    if args.api_key:
+        keys[args.api_key] = args.credits
+    return keys
 
 
 def run(args: argparse.Namespace) -> int:
-    raise SystemExit("bgcut-nb serve is not implemented yet")
+    try:
+        import uvicorn
+
+        from ..server import create_app
+        from ..server.faults import FaultProxy, FaultSpec
+    except ImportError as exc:
+        print(
+            f"bgcut-nb serve needs the server extra: pip install 'bgcut-nb[server]' ({exc})",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        keys = _api_keys(args)
+        faults = (
+            FaultSpec(
+                rate=args.fault_rate,
+                kinds=tuple(k.strip() for k in args.fault_kinds.split(",") if k.strip()),
+                retry_after=args.fault_retry_after,
+                latency=args.fault_latency,
+                seed=args.fault_seed,
+            )
+            if args.fault_rate > 0
+            else None
+        )
+    except (OSError, ValueError) as exc:
+        print(f"bgcut-nb serve: {exc}", file=sys.stderr)
+        return 2
+    if not keys:
+        print("bgcut-nb serve: give --api-key KEY or --keys-file FILE", file=sys.stderr)
+        return 2
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    app = create_app(
+        model_dir=args.model_dir,
+        api_keys=keys,
+        storage_dir=args.storage_dir,
+        db_path=args.db,
+        reset_credits=args.reset_credits,
+        upload_ttl=args.upload_ttl,
+        url_ttl=args.url_ttl,
+        rate_limit=args.rate_limit,
+        burst=args.burst,
+        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+        public_url=args.public_url,
+    )
+    print(
+        f"bgcut-nb serve: {len(keys)} key(s); point clients at "
+        f"BGCUT_API_BASE=http://{args.host}:{args.port}",
+        file=sys.stderr,
+    )
+    if faults is None:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+        return 0
+    # Faults: the server listens on a private loopback port, the proxy on --port.
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="info"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    print(f"bgcut-nb serve: injecting faults {faults}", file=sys.stderr)
+    proxy = FaultProxy(sock.getsockname(), faults, host=args.host, port=args.port)
+    try:
+        proxy.serve_forever()
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    return 0

@@ -1,0 +1,94 @@
+"""Local engine timings for one large photo and the spec's three example variants.
+
+    python benchmarks/engine.py [--image PATH] [--repeat N]
+
+Prints the time of each stage (decode, segmentation per quality tier, each variant's render and
+encode), the total, peak memory, and the ratio of one 3-variant call to three 1-variant calls on
+fresh uploads (what the matte-once design saves).
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_IMAGE = ROOT.parent / "shared" / "bench" / "photos" / "bike.jpg"
+
+
+def timed(fn, *args):
+    start = time.perf_counter()
+    value = fn(*args)
+    return value, time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE)
+    parser.add_argument("--repeat", type=int, default=1, help="repeats of the ratio measurement")
+    args = parser.parse_args()
+    if not args.image.is_file():
+        print(f"no such image: {args.image} (pass --image)", file=sys.stderr)
+        return 2
+
+    from bgcut_nb.engine import LocalEngine
+    from bgcut_nb.imaging import decode_image
+    from bgcut_nb.local import LocalBackend
+    from bgcut_nb.render import encode_image, render_image
+    from bgcut_nb.variants import SPEC_EXAMPLE_VARIANTS
+
+    engine = LocalEngine()
+    data = args.image.read_bytes()
+    qualities = sorted({v.quality for v in SPEC_EXAMPLE_VARIANTS})
+    for quality in qualities:  # load models and warm up outside the timings
+        engine.cutout(decode_image(data).reduce(8), quality)
+
+    tracemalloc.start()
+    rows: list[tuple[str, float]] = []
+    total_start = time.perf_counter()
+    image, seconds = timed(decode_image, data)
+    rows.append((f"decode {args.image.name} ({image.width}x{image.height})", seconds))
+    cutouts = {}
+    for quality in qualities:
+        cutouts[quality], seconds = timed(engine.cutout, image, quality)
+        rows.append((f"segmentation, quality={quality}", seconds))
+    for variant in SPEC_EXAMPLE_VARIANTS:
+        pixels, seconds = timed(render_image, cutouts[variant.quality], variant)
+        rows.append((f"render {variant.variant_name} ({pixels.width}x{pixels.height})", seconds))
+        encoded, seconds = timed(encode_image, pixels, variant)
+        rows.append((f"encode {variant.variant_name} ({len(encoded) / 1e6:.2f} MB)", seconds))
+    total = time.perf_counter() - total_start
+    _, traced_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+
+    print("| stage | seconds |\n| --- | ---: |")
+    for label, seconds in rows:
+        print(f"| {label} | {seconds:.3f} |")
+    print(f"| **total** | **{total:.3f}** |")
+    print(f"\npeak traced Python/numpy memory: {traced_peak / 2**20:.0f} MiB")
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak resident memory (ru_maxrss): {rss:.0f} MiB")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        backend = LocalBackend(Path(tmp) / "store", engine=engine)
+        one_call, three_calls = 0.0, 0.0
+        for _ in range(args.repeat):
+            uid = backend.upload_image(data).unique_filename
+            one_call += timed(backend.process_image, uid, SPEC_EXAMPLE_VARIANTS)[1]
+            for variant in SPEC_EXAMPLE_VARIANTS:
+                uid = backend.upload_image(data).unique_filename
+                three_calls += timed(backend.process_image, uid, [variant])[1]
+    print(
+        f"\none 3-variant call: {one_call / args.repeat:.2f} s; three 1-variant calls on fresh "
+        f"uploads: {three_calls / args.repeat:.2f} s; ratio {one_call / three_calls:.2f}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

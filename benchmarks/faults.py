@@ -1,0 +1,190 @@
+"""Fault drill: a batch through RemoteBackend while a proxy injects 429s, 503s, resets, latency.
+
+    python benchmarks/faults.py [--images 50] [--rate 0.2] [--workers 4] [--seed 7]
+
+Starts the project's server on 127.0.0.1 over the local engine with a FaultProxy in front,
+uploads and processes every image (two variants each), downloads every output and checks it
+on real pixels (format, size, alpha, the subject's own colour), then checks the server's SQLite
+ledger: exactly one charge per variant set, and the balance down by exactly that. Prints the
+faults injected, requests the server handled, charges, failures and the wall time; exits 1 if
+any output is wrong or any credit was charged twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import colorsys
+import io
+import sys
+import tempfile
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bgcut_nb.pricing import DEFAULT_COSTS  # noqa: E402
+from bgcut_nb.remote import RemoteBackend, RetryPolicy  # noqa: E402
+from bgcut_nb.server.faults import FaultSpec  # noqa: E402
+from bgcut_nb.server.keys import key_hash  # noqa: E402
+from bgcut_nb.server.testing import ServerThread  # noqa: E402
+
+KEY = "fault-drill-key"
+VARIANTS = [
+    {"variant_name": "cutout", "format": "png", "quality": "low", "max_resolution": 15_000},
+    {"variant_name": "white", "format": "jpg", "quality": "low", "background_color": "#ffffff"},
+]
+
+
+def ball_photo(index: int, width: int = 160, height: int = 120) -> tuple[bytes, tuple[int, ...]]:
+    """A saturated ball of a colour of its own on a pale backdrop; returns (JPEG, colour)."""
+    r, g, b = colorsys.hsv_to_rgb((index * 0.137) % 1.0, 0.85, 0.85)
+    colour = (int(r * 255), int(g * 255), int(b * 255))
+    y, x = np.mgrid[0:height, 0:width]
+    ball = (x - width / 2) ** 2 + (y - height / 2) ** 2 < (min(width, height) * 0.33) ** 2
+    pixels = np.where(ball[..., None], np.array(colour), np.array((232, 234, 238)))
+    buf = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8), "RGB").save(buf, "JPEG", quality=95)
+    return buf.getvalue(), colour
+
+
+@dataclass
+class DrillReport:
+    images: int
+    wall_s: float
+    faults: Counter
+    server_requests: Counter
+    charges: int
+    distinct_charges: int
+    credits_charged: float
+    credits_expected: float
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return (
+            not self.failures
+            and self.charges == self.distinct_charges == self.images
+            and abs(self.credits_charged - self.credits_expected) < 1e-9
+        )
+
+    def table(self) -> str:
+        rows = [
+            ("images", self.images),
+            ("wall time, s", f"{self.wall_s:.1f}"),
+            *((f"injected {k}", v) for k, v in sorted(self.faults.items())),
+            *((f"server handled {k}", v) for k, v in sorted(self.server_requests.items())),
+            ("charges journalled", self.charges),
+            ("distinct variant sets charged", self.distinct_charges),
+            ("credits charged / expected", f"{self.credits_charged:g} / {self.credits_expected:g}"),
+            ("wrong or failed outputs", len(self.failures)),
+            ("result", "PASS" if self.ok else "FAIL"),
+        ]
+        width = max(len(str(k)) for k, _ in rows)
+        return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def _check(backend: RemoteBackend, index: int, width: int, height: int) -> str | None:
+    """Run one image end to end; returns what is wrong, or None."""
+    data, colour = ball_photo(index, width, height)
+    try:
+        uploaded = backend.upload_image(data)
+        result = backend.process_image(uploaded.unique_filename, VARIANTS)
+        cutout = Image.open(io.BytesIO(backend.fetch(result.output_urls["cutout"])))
+        white = Image.open(io.BytesIO(backend.fetch(result.output_urls["white"])))
+    except Exception as exc:  # the drill reports every failure instead of stopping
+        return f"image {index}: {type(exc).__name__}: {exc}"
+    if cutout.format != "PNG" or cutout.mode != "RGBA":
+        return f"image {index}: cutout is {cutout.format}/{cutout.mode}"
+    if cutout.width * cutout.height > 15_000:
+        return f"image {index}: cutout {cutout.size} exceeds 15,000 px"
+    if white.format != "JPEG" or white.size != (width, height):
+        return f"image {index}: white is {white.format} {white.size}"
+    rgba = np.asarray(cutout, dtype=np.int16)
+    centre = rgba[cutout.height // 2, cutout.width // 2]
+    if centre[3] < 200 or np.abs(centre[:3] - colour).max() > 40:
+        return f"image {index}: cutout centre {tuple(centre)} is not the ball {colour}"
+    if rgba[1, 1, 3] > 60:
+        return f"image {index}: cutout corner is not transparent (alpha {rgba[1, 1, 3]})"
+    rgb = np.asarray(white, dtype=np.int16)
+    if (rgb[1, 1] < 240).any() or np.abs(rgb[height // 2, width // 2] - colour).max() > 40:
+        return f"image {index}: white background or subject colour is wrong"
+    return None
+
+
+def run_drill(
+    images: int = 50,
+    *,
+    rate: float = 0.2,
+    workers: int = 4,
+    seed: int | None = 7,
+    retry_after: int = 1,
+    latency: float = 0.1,
+    size: tuple[int, int] = (160, 120),
+    backend=None,
+    storage_dir: str | Path | None = None,
+) -> DrillReport:
+    """Run the drill; ``backend`` is the engine (a LocalBackend) the server uses."""
+    cost = DEFAULT_COSTS.process_cost(VARIANTS)
+    start_credits = images * cost + 10
+    spec = FaultSpec(rate=rate, retry_after=retry_after, latency=latency, seed=seed)
+    policy = RetryPolicy(retries=8, backoff=0.05, backoff_max=0.5)
+    with tempfile.TemporaryDirectory() as tmp:
+        with ServerThread(
+            {KEY: start_credits},
+            storage_dir or Path(tmp) / "server",
+            backend=backend,
+            faults=spec,
+            rate_limit=0,
+        ) as server:
+            client = RemoteBackend(KEY, server.base_url, retry=policy)
+            started = time.perf_counter()
+            with ThreadPoolExecutor(workers) as pool:
+                outcomes = list(pool.map(lambda i: _check(client, i, *size), range(images)))
+            wall = time.perf_counter() - started
+            client.close()
+            charges = server.app.state.service.ledger.charges(key_hash(KEY))
+            balance = server.credits(KEY)
+            faults = Counter({k: v for k, v in server.proxy.stats.items() if k != "forwarded"})
+            return DrillReport(
+                images=images,
+                wall_s=wall,
+                faults=faults,
+                server_requests=Counter(server.stats),
+                charges=len(charges),
+                distinct_charges=len({request for request, _ in charges}),
+                credits_charged=start_credits - balance,
+                credits_expected=images * cost,
+                failures=[o for o in outcomes if o is not None],
+            )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=50)
+    parser.add_argument("--rate", type=float, default=0.2, help="share of requests faulted")
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--retry-after", type=int, default=1)
+    args = parser.parse_args()
+    report = run_drill(
+        args.images,
+        rate=args.rate,
+        workers=args.workers,
+        seed=args.seed,
+        retry_after=args.retry_after,
+    )
+    print(report.table())
+    for failure in report.failures:
+        print("  " + failure)
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,375 @@
+"""``df.bgcut`` and ``s.bgcut``: background removal as a DataFrame operation.
+
+Importing :mod:`bgcut_nb` registers both accessors::
+
+    df = pd.read_csv("images.csv")                       # a column of image paths
+    out = df.bgcut.process([{"variant_name": "cutout"}])  # adds cutout_url / cutout_path
+    out.bgcut.preview()                                   # inline before/after widget
+
+``image_col`` defaults to the one column whose values look like image paths (``.png``,
+``.jpg``, ``.jpeg``, ``.webp``) or hold image bytes; with none or several such columns, pass it.
+``backend=None`` picks the HTTP API when an API key is configured (``BGCUT_API_KEY``), else the
+embedded local engine; ``"local"`` or ``"remote"`` force one, or pass any
+:class:`~bgcut_nb.backend.Backend`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Hashable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .backend import Backend
+from .batch import (
+    DEFAULT_OUT_DIR,
+    BatchError,
+    BatchResult,
+    Errors,
+    _read_source,
+    _RowError,
+    key_fingerprint,
+    run_batch,
+    upload_batch,
+)
+from .cache import ReuseCache, default_cache, sha256_bytes
+from .config import resolve_api_base, resolve_api_key, resolve_storage_dir
+from .variants import Variant, parse_variants
+
+__all__ = [
+    "BgcutFrameAccessor",
+    "BgcutSeriesAccessor",
+    "resolve_backend",
+    "resolve_cache",
+    "UNIQUE_FILENAME_COL",
+    "ERROR_COL",
+]
+
+UNIQUE_FILENAME_COL = "bgcut_unique_filename"
+ERROR_COL = "bgcut_error"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+_META = "bgcut"
+
+BackendLike = Backend | str | None
+CacheLike = ReuseCache | str | os.PathLike[str] | bool | None
+
+_backends: dict[tuple, Backend] = {}
+_backends_lock = threading.Lock()
+
+
+def resolve_backend(backend: BackendLike = None) -> Backend:
+    """A :class:`Backend` for ``backend``: itself, ``"local"``, ``"remote"`` or ``None`` (auto).
+
+    Auto means the HTTP API when an API key is configured, else the local engine. Backends made
+    here are shared per configuration, so uploads and loaded models survive between calls.
+    """
+    if isinstance(backend, Backend):
+        return backend
+    if backend not in (None, "auto", "local", "remote"):
+        raise ValueError("backend must be a Backend, 'local', 'remote', 'auto' or None")
+    key = resolve_api_key()
+    kind = backend if backend in ("local", "remote") else ("remote" if key else "local")
+    with _backends_lock:
+        if kind == "remote":
+            if key is None:
+                raise ValueError("backend='remote' needs an API key: set BGCUT_API_KEY")
+            memo = ("remote", resolve_api_base(), key.fingerprint)
+            if memo not in _backends:
+                from .remote import RemoteBackend
+
+                _backends[memo] = RemoteBackend(api_key=key, api_base=memo[1])
+        else:
+            memo = ("local", str(resolve_storage_dir()))
+            if memo not in _backends:
+                from .local import LocalBackend
+
+                _backends[memo] = LocalBackend(memo[1])
+        return _backends[memo]
+
+
+def resolve_cache(cache: CacheLike = None) -> ReuseCache | None:
+    """``None``/``True``: the shared cache in ``BGCUT_CACHE_DIR``; a path: that directory;
+    ``False``: no cache (every run uploads and processes again)."""
+    if cache is False:
+        return None
+    if isinstance(cache, ReuseCache):
+        return cache
+    return default_cache(None if cache in (None, True) else cache)
+
+
+def _looks_like_images(column: pd.Series) -> bool:
+    values = column.dropna().head(200)
+    if values.empty:
+        return False
+    if all(isinstance(v, (bytes, bytearray)) for v in values):
+        return True
+    if not all(isinstance(v, (str, os.PathLike)) for v in values):
+        return False
+    hits = sum(str(v).strip().lower().endswith(IMAGE_SUFFIXES) for v in values)
+    return hits * 2 >= len(values)
+
+
+def _meta(frame: pd.DataFrame) -> dict[str, Any]:
+    meta = frame.attrs.get(_META)
+    return meta if isinstance(meta, dict) else {}
+
+
+def _output_columns(names: Iterable[str]) -> list[str]:
+    columns = [UNIQUE_FILENAME_COL]
+    for name in names:
+        columns += [f"{name}_url", f"{name}_path"]
+    return [*columns, ERROR_COL]
+
+
+def infer_image_col(frame: pd.DataFrame) -> Hashable:
+    """The column of image paths: the one recorded by a previous run, else the only column
+    whose values look like image paths or bytes."""
+    meta = _meta(frame)
+    if meta.get("image_col") in frame.columns:
+        return meta["image_col"]
+    produced = set(_output_columns(v["variant_name"] for v in meta.get("variants", [])))
+    candidates = [
+        c
+        for c in frame.columns
+        if c not in produced
+        and not (isinstance(c, str) and c.endswith(("_path", "_url")) and c != "image_path")
+        and _looks_like_images(frame[c])
+    ]
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise ValueError(
+            "bgcut: no column looks like image paths (.png/.jpg/.jpeg/.webp); "
+            "pass image_col='<column>'"
+        )
+    raise ValueError(
+        f"bgcut: several columns look like image paths {candidates!r}; pass image_col='<column>'"
+    )
+
+
+def _frame_from_result(
+    frame: pd.DataFrame,
+    result: BatchResult,
+    *,
+    image_col: Hashable,
+    out_dir: Path,
+    base_dir: Path | None,
+    backend: Backend,
+) -> pd.DataFrame:
+    out = frame.copy()
+    names = [v.variant_name for v in result.variants]
+    rows = result.rows
+    out[UNIQUE_FILENAME_COL] = [r.unique_filename or None for r in rows]
+    for name in names:
+        out[f"{name}_url"] = [r.urls.get(name) for r in rows]
+        out[f"{name}_path"] = [r.paths.get(name) for r in rows]
+    out[ERROR_COL] = [r.error for r in rows]
+    out.attrs[_META] = {
+        "image_col": image_col,
+        "base_dir": str(base_dir) if base_dir is not None else None,
+        "out_dir": str(out_dir),
+        "backend": backend.identity,
+        "variants": [v.to_dict() for v in result.variants],
+        "stats": result.stats.to_dict(),
+    }
+    return out
+
+
+class _Common:
+    def _items(self, column: pd.Series) -> list[tuple[Hashable, object]]:
+        return list(zip(column.index, column.tolist(), strict=True))
+
+    @staticmethod
+    def _estimate(
+        column: pd.Series,
+        variants: Iterable[Variant | Mapping[str, Any]],
+        *,
+        backend: BackendLike,
+        cache: CacheLike,
+        base_dir: str | os.PathLike[str] | None,
+    ) -> float:
+        parsed = parse_variants(variants)
+        engine = resolve_backend(backend)
+        store = resolve_cache(cache)
+        identity, fingerprint = engine.identity, key_fingerprint(engine)
+        base = Path(base_dir).expanduser() if base_dir is not None else None
+        total = 0.0
+        for value in column.tolist():
+            try:
+                data, _, _ = _read_source(value, base)
+            except _RowError:
+                continue  # a row that cannot be read fails before it costs anything
+            image_sha = sha256_bytes(data)
+            pending = [
+                v
+                for v in parsed
+                if store is None
+                or store.get_output(image_sha, v.cache_key(), identity, fingerprint, count=False)
+                is None
+            ]
+            if not pending:
+                continue
+            total += engine.costs.process_cost(pending)
+            if store is None or not store.peek_upload(identity, fingerprint, image_sha):
+                total += engine.costs.upload
+        return total
+
+
+@pd.api.extensions.register_dataframe_accessor("bgcut")
+class BgcutFrameAccessor(_Common):
+    """``df.bgcut``: process a column of images into variants, estimate, preview."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self._frame = frame
+
+    def process(
+        self,
+        variants: Iterable[Variant | Mapping[str, Any]] | Variant | Mapping[str, Any],
+        image_col: Hashable | None = None,
+        out_dir: str | os.PathLike[str] = DEFAULT_OUT_DIR,
+        backend: BackendLike = None,
+        max_workers: int | None = None,
+        errors: Errors = "coerce",
+        progress: bool = True,
+        cache: CacheLike = None,
+        base_dir: str | os.PathLike[str] | None = None,
+    ) -> pd.DataFrame:
+        """Render every row's image into every variant; returns a new DataFrame.
+
+        The result has the same index, order and columns plus ``bgcut_unique_filename``,
+        ``<variant>_url`` and ``<variant>_path`` per variant, and ``bgcut_error`` (``""`` where
+        the row succeeded). Outputs go to ``out_dir/<variant>/<stem>-<hash>.<ext>``. Relative
+        image paths resolve against ``base_dir`` (default: the current directory). Outputs
+        already rendered (same image bytes, same variant settings, same backend) are reused
+        from ``cache`` without any request; uploads are reused for new variants.
+        ``errors="raise"`` stops at the first bad row with :class:`~bgcut_nb.batch.BatchError`
+        (its ``.frame`` holds the finished rows).
+        """
+        frame = self._frame
+        col = infer_image_col(frame) if image_col is None else image_col
+        if col not in frame.columns:
+            raise KeyError(f"bgcut: image_col {col!r} is not a column of this DataFrame")
+        engine = resolve_backend(backend)
+        store = resolve_cache(cache)
+        target = Path(out_dir).expanduser().resolve()
+        base = Path(base_dir).expanduser().resolve() if base_dir is not None else None
+        kwargs = dict(image_col=col, out_dir=target, base_dir=base, backend=engine)
+        try:
+            result = run_batch(
+                self._items(frame[col]),
+                variants,
+                backend=engine,
+                out_dir=target,
+                cache=store,
+                base_dir=base,
+                max_workers=max_workers,
+                errors=errors,
+                progress=progress,
+            )
+        except BatchError as exc:
+            if exc.result is not None:
+                exc.frame = _frame_from_result(frame, exc.result, **kwargs)
+            raise
+        return _frame_from_result(frame, result, **kwargs)
+
+    def estimate_credits(
+        self,
+        variants: Iterable[Variant | Mapping[str, Any]] | Variant | Mapping[str, Any],
+        image_col: Hashable | None = None,
+        backend: BackendLike = None,
+        cache: CacheLike = None,
+        base_dir: str | os.PathLike[str] | None = None,
+    ) -> float:
+        """Credits ``process`` would spend: rows whose outputs are cached and intact are free,
+        and rows that cannot be read cost nothing (they fail before any request)."""
+        col = infer_image_col(self._frame) if image_col is None else image_col
+        return self._estimate(
+            self._frame[col], variants, backend=backend, cache=cache, base_dir=base_dir
+        )
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """Counts of the run that produced this DataFrame (rows done/cached/failed, uploads,
+        process calls, outputs rendered/reused); empty if it did not come from ``process``."""
+        return dict(_meta(self._frame).get("stats", {}))
+
+    def preview(self, **options: Any):
+        """An ipywidgets viewer: one row at a time, the original and every variant side by side
+        (see :func:`bgcut_nb.widgets.preview`)."""
+        from .widgets import preview
+
+        return preview(self._frame, **options)
+
+    def gallery(self, variant: str | None = None, **options: Any):
+        """A thumbnail grid of one variant's outputs (see :func:`bgcut_nb.widgets.gallery`)."""
+        from .widgets import gallery
+
+        return gallery(self._frame, variant, **options)
+
+
+@pd.api.extensions.register_series_accessor("bgcut")
+class BgcutSeriesAccessor(_Common):
+    """``s.bgcut`` on a Series of image paths (or bytes): ``process``, ``upload``, estimates."""
+
+    def __init__(self, series: pd.Series) -> None:
+        self._series = series
+
+    def _frame(self) -> tuple[pd.DataFrame, Hashable]:
+        name = self._series.name if self._series.name is not None else "image"
+        return self._series.to_frame(name=name), name
+
+    def process(
+        self,
+        variants: Iterable[Variant | Mapping[str, Any]] | Variant | Mapping[str, Any],
+        **options: Any,
+    ) -> pd.DataFrame:
+        """Same as ``DataFrame.bgcut.process`` on a one-column frame of this Series."""
+        frame, name = self._frame()
+        return frame.bgcut.process(variants, image_col=name, **options)
+
+    def upload(
+        self,
+        backend: BackendLike = None,
+        max_workers: int | None = None,
+        errors: Errors = "coerce",
+        progress: bool = True,
+        cache: CacheLike = None,
+        base_dir: str | os.PathLike[str] | None = None,
+    ) -> pd.Series:
+        """Upload every image once; a Series of ``unique_filename`` (``None`` where the row
+        failed; the causes, row by row, are in ``.attrs["bgcut_errors"]``). Remembered uploads
+        are reused."""
+        engine = resolve_backend(backend)
+        result = upload_batch(
+            self._items(self._series),
+            backend=engine,
+            cache=resolve_cache(cache),
+            base_dir=Path(base_dir).expanduser().resolve() if base_dir is not None else None,
+            max_workers=max_workers,
+            errors=errors,
+            progress=progress,
+        )
+        out = pd.Series(
+            [r.unique_filename or None for r in result.rows],
+            index=self._series.index,
+            name=UNIQUE_FILENAME_COL,
+            dtype=object,
+        )
+        out.attrs["bgcut_errors"] = [r.error for r in result.rows]
+        out.attrs[_META] = {"backend": engine.identity, "stats": result.stats.to_dict()}
+        return out
+
+    def estimate_credits(
+        self,
+        variants: Iterable[Variant | Mapping[str, Any]] | Variant | Mapping[str, Any],
+        backend: BackendLike = None,
+        cache: CacheLike = None,
+        base_dir: str | os.PathLike[str] | None = None,
+    ) -> float:
+        """Credits ``process`` would spend on this Series (cached rows are free)."""
+        return self._estimate(
+            self._series, variants, backend=backend, cache=cache, base_dir=base_dir
+        )

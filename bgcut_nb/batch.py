@@ -1,0 +1,586 @@
+"""The batch runner behind ``df.bgcut.process``: many rows, a bounded pool, nothing done twice.
+
+For each row it reads the image, hashes it, serves every variant whose output is already on disk
+from the :class:`~bgcut_nb.cache.ReuseCache`, and sends one processing call with all the rest,
+re-using a remembered upload when there is one. A bad row gets its error and the batch carries
+on; 401, 402 and a missing model stop it early, keeping every finished row; Ctrl-C cancels what
+has not started, lets running rows finish into the cache, and a re-run resumes from there.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import threading
+import time
+import unicodedata
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from .atomic import atomic_writer
+from .backend import Backend
+from .cache import OutputRecord, ReuseCache, sha256_bytes, sha256_file
+from .errors import (
+    AuthenticationError,
+    BgcutError,
+    InsufficientCreditsError,
+    ModelUnavailableError,
+    NotFoundError,
+)
+from .variants import Variant, parse_variants
+
+__all__ = [
+    "BatchError",
+    "BatchResult",
+    "BatchStats",
+    "BatchStoppedWarning",
+    "RowResult",
+    "default_workers",
+    "key_fingerprint",
+    "output_path",
+    "run_batch",
+    "upload_batch",
+    "safe_dirname",
+    "DEFAULT_OUT_DIR",
+]
+
+#: Where outputs go when no ``out_dir`` is given (relative to the current directory).
+DEFAULT_OUT_DIR = "bgcut-output"
+
+#: Errors that no other row can escape either: stop instead of failing every row the same way.
+FATAL_ERRORS = (AuthenticationError, InsufficientCreditsError, ModelUnavailableError)
+
+Errors = Literal["coerce", "raise"]
+
+
+class BatchError(BgcutError):
+    """A batch stopped on a row's error with ``errors="raise"``.
+
+    ``row`` is the index label of the row that failed; ``result`` holds every row's outcome
+    (finished rows included), and the accessors add ``frame``: the same as a DataFrame.
+    """
+
+    def __init__(self, message: str, *, row: Hashable = None, result: BatchResult | None = None):
+        super().__init__(message)
+        self.row = row
+        self.result = result
+
+
+class BatchStoppedWarning(UserWarning):
+    """The batch stopped early (401, 402, missing model); finished rows are kept."""
+
+
+@dataclass
+class RowResult:
+    """What happened to one row."""
+
+    status: Literal["done", "cached", "failed", "not_attempted"] = "not_attempted"
+    unique_filename: str = ""
+    urls: dict[str, str] = field(default_factory=dict)
+    paths: dict[str, str] = field(default_factory=dict)
+    error: str = ""
+
+
+@dataclass
+class BatchStats:
+    """Counts of one run: rows by outcome, and the backend calls it made or saved."""
+
+    rows: int = 0
+    done: int = 0
+    cached: int = 0
+    failed: int = 0
+    not_attempted: int = 0
+    uploads: int = 0
+    uploads_reused: int = 0
+    reuploads: int = 0
+    process_calls: int = 0
+    outputs_rendered: int = 0
+    outputs_reused: int = 0
+    seconds: float = 0.0
+    stopped: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class BatchResult:
+    """Every row's result, in input order, and the run's counts."""
+
+    variants: list[Variant]
+    rows: list[RowResult]
+    stats: BatchStats
+
+
+# -- names and paths ---------------------------------------------------------------------------
+_UNSAFE = re.compile(r"[^\w.\-]+", re.UNICODE)
+_MAX_NAME = 80
+
+
+def safe_dirname(name: str) -> str:
+    """A file-system-safe directory name for a ``variant_name`` that cannot leave its parent.
+
+    Letters (any script), digits, ``_``, ``-`` and inner dots are kept; anything else becomes
+    ``_``; leading dots go. When the name had to change, a short hash of the original is added
+    so that two different names never share a directory (``"a/b"`` and ``"a_b"``).
+    """
+    text = unicodedata.normalize("NFC", str(name))
+    cleaned = _UNSAFE.sub("_", text).lstrip(".").strip()[:_MAX_NAME]
+    if cleaned == text and cleaned:
+        return cleaned
+    suffix = sha256_bytes(text.encode("utf-8", "surrogatepass"))[:8]
+    return f"{cleaned}-{suffix}" if cleaned.strip("_") else f"variant-{suffix}"
+
+
+def _safe_stem(stem: str) -> str:
+    cleaned = _UNSAFE.sub("_", unicodedata.normalize("NFC", stem)).lstrip(".")[:_MAX_NAME]
+    return cleaned or "image"
+
+
+def output_path(
+    out_dir: str | os.PathLike[str], variant: Variant, stem: str, image_sha256: str
+) -> Path:
+    """``out_dir/<variant>/<stem>-<hash>.<ext>``; the hash covers the image and the rendering."""
+    root = Path(out_dir).resolve()
+    digest = sha256_bytes(f"{image_sha256}\n{variant.cache_key()}".encode())[:12]
+    dest = root / safe_dirname(variant.variant_name) / f"{_safe_stem(stem)}-{digest}"
+    dest = dest.with_name(f"{dest.name}.{variant.extension}")
+    if not dest.resolve().is_relative_to(root):  # belt and braces; safe_dirname prevents it
+        raise ValueError(f"output path for variant {variant.variant_name!r} leaves out_dir")
+    return dest
+
+
+def key_fingerprint(backend: Backend) -> str:
+    """The backend's API-key fingerprint (one-way), or ``""`` when it has no key."""
+    fingerprint = getattr(backend, "key_fingerprint", None)
+    if fingerprint is None:
+        key = getattr(backend, "api_key", None)
+        fingerprint = getattr(key, "fingerprint", None)
+    return str(fingerprint or "")
+
+
+def default_workers(backend: Backend) -> int:
+    """Threads per batch: 8 for HTTP backends (latency-bound), 2 for the local engine."""
+    hint = getattr(backend, "default_workers", None)
+    if isinstance(hint, int) and hint > 0:
+        return hint
+    if backend.identity.startswith("local:"):
+        return min(2, os.cpu_count() or 1)
+    return 8
+
+
+# -- one row -----------------------------------------------------------------------------------
+class _RowError(Exception):
+    """A row-level failure with a message that names the cause."""
+
+
+class _Stopped(Exception):
+    """The batch was stopped before this row's work began."""
+
+
+def _is_missing(value: object) -> bool:
+    """None, NaN, NaT and pd.NA: what pandas puts in an empty cell."""
+    if value is None:
+        return True
+    if isinstance(value, float):
+        return math.isnan(value)
+    if isinstance(value, (str, bytes, bytearray, memoryview, os.PathLike)):
+        return False
+    import pandas as pd
+
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _read_source(value: object, base_dir: Path | None) -> tuple[bytes, str, str]:
+    """``(bytes, stem, description)`` of one row's image, or a :class:`_RowError`."""
+    if _is_missing(value):
+        raise _RowError(f"missing image path ({value!r})")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value), "image", f"{len(value)} bytes"
+    if not isinstance(value, (str, os.PathLike)):
+        raise _RowError(f"expected an image path, got {type(value).__name__} {value!r}")
+    if isinstance(value, str) and not value.strip():
+        raise _RowError("missing image path (empty string)")
+    path = Path(value).expanduser()
+    if base_dir is not None and not path.is_absolute():
+        path = base_dir / path
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise _RowError(f"file not found: {path}") from None
+    except IsADirectoryError:
+        raise _RowError(f"path is a directory, not an image: {path}") from None
+    except OSError as exc:
+        raise _RowError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not data:
+        raise _RowError(f"empty file: {path}")
+    return data, path.stem, str(path)
+
+
+def _copy_intact(record: OutputRecord, dest: Path) -> OutputRecord:
+    """Place a cached output at ``dest`` (atomically) unless the same bytes are already there."""
+    if Path(record.path) == dest:
+        return record
+    existing = replace(record, path=str(dest))
+    if not existing.is_intact():
+        with open(record.path, "rb") as src, atomic_writer(dest) as dst:
+            shutil.copyfileobj(src, dst)
+    return existing
+
+
+class _Runner:
+    def __init__(
+        self,
+        variants: list[Variant],
+        *,
+        backend: Backend,
+        out_dir: Path,
+        cache: ReuseCache | None,
+        base_dir: Path | None,
+    ) -> None:
+        self.variants = variants
+        self.backend = backend
+        self.out_dir = out_dir
+        self.cache = cache
+        self.base_dir = base_dir
+        self.identity = backend.identity
+        self.fingerprint = key_fingerprint(backend)
+        self.stop = threading.Event()
+        self.stats = BatchStats()
+        self._lock = threading.Lock()
+        self._image_locks: dict[str, threading.Lock] = {}
+
+    def _add(self, **counts: int) -> None:
+        with self._lock:
+            for name, n in counts.items():
+                setattr(self.stats, name, getattr(self.stats, name) + n)
+
+    def _upload(self, data: bytes, image_sha: str, filename: str) -> tuple[str, bool]:
+        """``(unique_filename, reused)``: a remembered upload, else a fresh one."""
+        if self.cache is not None:
+            remembered = self.cache.get_upload(self.identity, self.fingerprint, image_sha)
+            if remembered:
+                self._add(uploads_reused=1)
+                return remembered, True
+        if self.stop.is_set():
+            raise _Stopped
+        result = self.backend.upload_image(_named(data, filename))
+        self._add(uploads=1)
+        if self.cache is not None:
+            self.cache.put_upload(
+                self.identity, self.fingerprint, image_sha, result.unique_filename
+            )
+        return result.unique_filename, False
+
+    def _image_lock(self, image_sha: str) -> threading.Lock:
+        with self._lock:
+            return self._image_locks.setdefault(image_sha, threading.Lock())
+
+    def process_row(self, value: object) -> RowResult:
+        if self.stop.is_set():
+            raise _Stopped
+        data, stem, source = _read_source(value, self.base_dir)
+        image_sha = sha256_bytes(data)
+        # Rows with the same bytes take turns, so the later ones find the outputs cached.
+        with self._image_lock(image_sha):
+            return self._process_image(data, stem, image_sha, source)
+
+    def _process_image(self, data: bytes, stem: str, image_sha: str, source: str) -> RowResult:
+        if self.stop.is_set():
+            raise _Stopped
+        row = RowResult()
+        pending: list[tuple[Variant, Path]] = []
+        for variant in self.variants:
+            dest = output_path(self.out_dir, variant, stem, image_sha)
+            record = None
+            if self.cache is not None:
+                record = self.cache.get_output(
+                    image_sha, variant.cache_key(), self.identity, self.fingerprint
+                )
+            if record is None:
+                pending.append((variant, dest))
+                continue
+            placed = _copy_intact(record, dest)
+            if placed is not record:
+                self.cache.put_output(
+                    image_sha, variant.cache_key(), self.identity, self.fingerprint, placed
+                )
+            row.paths[variant.variant_name] = placed.path
+            row.urls[variant.variant_name] = placed.url
+            row.unique_filename = row.unique_filename or placed.unique_filename
+            self._add(outputs_reused=1)
+        if not pending:
+            row.status = "cached"
+            return row
+
+        filename = f"{_safe_stem(stem)}{Path(source).suffix if stem != 'image' else ''}"
+        unique_filename, reused = self._upload(data, image_sha, filename)
+        if self.stop.is_set():
+            raise _Stopped
+        wanted = [variant for variant, _ in pending]
+        try:
+            result = self.backend.process_image(unique_filename, wanted)
+        except NotFoundError:
+            if not reused:
+                raise
+            # The service forgot the upload before we did: forget it too and upload once more.
+            self.cache.evict_upload(self.identity, self.fingerprint, image_sha)
+            unique_filename, _ = self._upload(data, image_sha, filename)
+            self._add(reuploads=1)
+            result = self.backend.process_image(unique_filename, wanted)
+        self._add(process_calls=1)
+        row.unique_filename = result.unique_filename or unique_filename
+        for variant, dest in pending:
+            url = result.output_urls.get(variant.variant_name)
+            if not url:
+                raise _RowError(
+                    f"the backend returned no output for variant {variant.variant_name!r}"
+                )
+            self.backend.download(url, dest)
+            record = OutputRecord(
+                path=str(dest),
+                size=dest.stat().st_size,
+                sha256=sha256_file(dest),
+                url=url,
+                unique_filename=row.unique_filename,
+            )
+            if self.cache is not None:
+                self.cache.put_output(
+                    image_sha, variant.cache_key(), self.identity, self.fingerprint, record
+                )
+            row.paths[variant.variant_name] = record.path
+            row.urls[variant.variant_name] = url
+            self._add(outputs_rendered=1)
+        # keep the caller's variant order in the row's dicts
+        row.paths = {v.variant_name: row.paths[v.variant_name] for v in self.variants}
+        row.urls = {v.variant_name: row.urls[v.variant_name] for v in self.variants}
+        row.status = "done"
+        return row
+
+    def upload_row(self, value: object) -> RowResult:
+        if self.stop.is_set():
+            raise _Stopped
+        data, stem, _ = _read_source(value, self.base_dir)
+        filename = f"{_safe_stem(stem)}{Path(str(value)).suffix if stem != 'image' else ''}"
+        unique_filename, reused = self._upload(data, sha256_bytes(data), filename)
+        return RowResult(status="cached" if reused else "done", unique_filename=unique_filename)
+
+
+class _NamedBytes:
+    """A binary file object over bytes with a ``name`` (so uploads keep the file name)."""
+
+    def __init__(self, data: bytes, name: str) -> None:
+        self._data = data
+        self.name = name
+
+    def read(self, size: int = -1) -> bytes:
+        data, self._data = (self._data, b"") if size < 0 else (self._data[:size], self._data[size:])
+        return data
+
+
+def _named(data: bytes, filename: str) -> _NamedBytes:
+    return _NamedBytes(data, filename or "image")
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, _RowError):
+        return str(exc)
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"
+
+
+# -- the batch ---------------------------------------------------------------------------------
+_HINTS = {
+    AuthenticationError: "the API key was rejected; check BGCUT_API_KEY",
+    InsufficientCreditsError: (
+        "the account is out of credits; top up, or check the cost first with "
+        "df.bgcut.estimate_credits(variants)"
+    ),
+    ModelUnavailableError: "the local engine has no model; see `bgcut-nb models`",
+}
+
+
+def _hint(exc: BaseException) -> str:
+    for cls, hint in _HINTS.items():
+        if isinstance(exc, cls):
+            return f" ({hint})"
+    return ""
+
+
+def run_batch(
+    items: Iterable[tuple[Hashable, object]],
+    variants: Iterable[Variant | Mapping[str, Any]],
+    *,
+    backend: Backend,
+    out_dir: str | os.PathLike[str] = DEFAULT_OUT_DIR,
+    cache: ReuseCache | None = None,
+    base_dir: str | os.PathLike[str] | None = None,
+    max_workers: int | None = None,
+    errors: Errors = "coerce",
+    progress: bool = True,
+    desc: str = "bgcut",
+) -> BatchResult:
+    """Process ``(label, image)`` items into every variant; see the module docstring.
+
+    ``image`` is a path (relative ones resolve against ``base_dir``) or bytes. With
+    ``errors="coerce"`` a failed row's cause lands in its ``error``; with ``errors="raise"`` the
+    first failure stops the batch and raises :class:`BatchError` naming the row. Results are in
+    input order (``result.rows[i]`` belongs to the i-th item), so repeated labels are fine.
+    """
+    parsed = parse_variants(variants)
+    runner = _Runner(
+        parsed,
+        backend=backend,
+        out_dir=Path(out_dir).expanduser().resolve(),
+        cache=cache,
+        base_dir=Path(base_dir).expanduser() if base_dir is not None else None,
+    )
+    return _run_pool(list(items), runner, runner.process_row, max_workers, errors, progress, desc)
+
+
+def upload_batch(
+    items: Iterable[tuple[Hashable, object]],
+    *,
+    backend: Backend,
+    cache: ReuseCache | None = None,
+    base_dir: str | os.PathLike[str] | None = None,
+    max_workers: int | None = None,
+    errors: Errors = "coerce",
+    progress: bool = True,
+    desc: str = "bgcut upload",
+) -> BatchResult:
+    """Upload each item once (re-using remembered uploads); rows carry ``unique_filename``."""
+    runner = _Runner(
+        [],
+        backend=backend,
+        out_dir=Path(DEFAULT_OUT_DIR),
+        cache=cache,
+        base_dir=Path(base_dir).expanduser() if base_dir is not None else None,
+    )
+    return _run_pool(list(items), runner, runner.upload_row, max_workers, errors, progress, desc)
+
+
+def _run_pool(
+    items: list[tuple[Hashable, object]],
+    runner: _Runner,
+    work: Callable[[object], RowResult],
+    max_workers: int | None,
+    errors: Errors,
+    progress: bool,
+    desc: str,
+) -> BatchResult:
+    """Run ``work`` over the items on a bounded pool with progress, stop rules and Ctrl-C."""
+    if errors not in ("coerce", "raise"):
+        raise ValueError("errors must be 'coerce' or 'raise'")
+    workers = max_workers if max_workers is not None else default_workers(runner.backend)
+    if workers < 1:
+        raise ValueError("max_workers must be at least 1")
+    stats = runner.stats
+    stats.rows = len(items)
+    rows: list[RowResult] = [RowResult() for _ in items]
+    failure: tuple[Hashable, BaseException] | None = None
+    started = time.perf_counter()
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(items), desc=desc, unit="row", disable=not progress, leave=True)
+
+    def record(position: int, future: Future) -> None:
+        nonlocal failure
+        try:
+            row = future.result()
+        except _Stopped:
+            return
+        except Exception as exc:  # a row's failure never takes the batch down
+            row = RowResult(status="failed", error=_describe(exc))
+            if (isinstance(exc, FATAL_ERRORS) or errors == "raise") and failure is None:
+                failure = (items[position][0], exc)
+                runner.stop.set()
+        rows[position] = row
+        setattr(stats, row.status, getattr(stats, row.status) + 1)
+        bar.update(1)
+        bar.set_postfix(done=stats.done, cached=stats.cached, failed=stats.failed, refresh=False)
+
+    def guarded(value: object) -> RowResult:
+        # Stop at once, in the worker, so no queued row starts after a fatal error.
+        try:
+            return work(value)
+        except _Stopped:
+            raise
+        except Exception as exc:
+            if isinstance(exc, FATAL_ERRORS) or errors == "raise":
+                runner.stop.set()
+            raise
+
+    in_flight: dict[Future, int] = {}
+    executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bgcut")
+    interrupted = False
+    try:
+        next_position = 0
+        while True:
+            while (
+                next_position < len(items)
+                and not runner.stop.is_set()
+                and len(in_flight) < 2 * workers
+            ):
+                value = items[next_position][1]
+                in_flight[executor.submit(guarded, value)] = next_position
+                next_position += 1
+            if not in_flight:
+                break
+            finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            for future in finished:
+                record(in_flight.pop(future), future)
+    except KeyboardInterrupt:
+        interrupted = True
+        runner.stop.set()
+        for future in in_flight:
+            future.cancel()
+        for future, position in in_flight.items():
+            if not future.cancelled():
+                wait([future])
+                record(position, future)
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+        stats.seconds = time.perf_counter() - started
+        bar.set_postfix(done=stats.done, cached=stats.cached, failed=stats.failed)
+        bar.close()
+
+    finished_rows = stats.done + stats.cached
+    if interrupted:
+        raise KeyboardInterrupt(
+            f"bgcut: interrupted after {finished_rows} of {stats.rows} rows; finished rows are "
+            "cached, run the same call again to resume"
+        )
+
+    stats.not_attempted = sum(row.status == "not_attempted" for row in rows)
+    if failure is not None:
+        label, exc = failure
+        why = f"row {label!r} failed with {_describe(exc)}{_hint(exc)}"
+        stats.stopped = f"stopped early: {why}"
+        for row in rows:
+            if row.status == "not_attempted":
+                row.error = f"not attempted: the batch stopped early because {why}"
+    result = BatchResult(variants=runner.variants, rows=rows, stats=stats)
+
+    if failure is not None:
+        label, exc = failure
+        message = (
+            f"bgcut: row {label!r} failed: {_describe(exc)}{_hint(exc)}. The batch stopped; "
+            f"{finished_rows} finished rows are kept (and cached), "
+            f"{stats.not_attempted} rows were not attempted."
+        )
+        if errors == "raise":
+            raise BatchError(message, row=label, result=result) from exc
+        import warnings
+
+        warnings.warn(message, BatchStoppedWarning, stacklevel=3)
+    return result

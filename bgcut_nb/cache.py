@@ -1,0 +1,288 @@
+"""The reuse cache: which images are uploaded and which outputs are already on disk.
+
+A :class:`ReuseCache` is a :class:`diskcache.Cache` (one directory, set by an argument or
+``BGCUT_CACHE_DIR``, with a size limit) holding two kinds of entries:
+
+* **uploads**: ``(backend identity, key fingerprint, SHA-256 of the image bytes)`` ->
+  ``unique_filename``, expiring before the service forgets the upload (2 hours), so a later
+  processing call with new variants needs no re-upload.
+* **outputs**: ``(SHA-256 of the image bytes, canonical variant, backend identity, key
+  fingerprint)`` -> where the rendered file was written, with its size and SHA-256, so a re-run
+  costs nothing while the file is intact.
+
+Keys hold a one-way fingerprint of the API key, never the key; values hold file paths, sizes,
+hashes, ``unique_filename`` and output URLs, never a secret.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import diskcache
+
+from .config import resolve_cache_dir
+
+__all__ = [
+    "ReuseCache",
+    "OutputRecord",
+    "DEFAULT_SIZE_LIMIT",
+    "DEFAULT_UPLOAD_TTL",
+    "sha256_bytes",
+    "sha256_file",
+]
+
+#: Default size limit of the cache database (entries are small; the files live in ``out_dir``).
+DEFAULT_SIZE_LIMIT = 256 * 1024 * 1024
+#: Uploads live 2 hours on the service; trust a remembered one for 100 minutes at most.
+DEFAULT_UPLOAD_TTL = 100 * 60.0
+
+_UPLOAD = "upload"
+_OUTPUT = "output"
+_CHUNK = 1 << 20
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex SHA-256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class OutputRecord:
+    """A finished output: where it was written and how to tell it is still intact."""
+
+    path: str
+    size: int
+    sha256: str
+    url: str = ""
+    unique_filename: str = ""
+
+    def is_intact(self) -> bool:
+        """Whether the file is still there with the same size and bytes."""
+        try:
+            if os.stat(self.path).st_size != self.size:
+                return False
+            return sha256_file(self.path) == self.sha256
+        except OSError:
+            return False
+
+
+class ReuseCache:
+    """Uploads and finished outputs, remembered on disk across runs and kernels.
+
+    ``counters`` counts this object's lookups (``upload_hits``, ``upload_misses``,
+    ``output_hits``, ``output_misses``, ``output_stale``, ``upload_evictions``).
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str] | None = None,
+        *,
+        size_limit: int = DEFAULT_SIZE_LIMIT,
+        upload_ttl: float = DEFAULT_UPLOAD_TTL,
+    ) -> None:
+        if upload_ttl <= 0 or upload_ttl >= 7200:
+            raise ValueError("upload_ttl must be positive and shorter than the 2-hour upload life")
+        self.directory = resolve_cache_dir(directory)
+        self.upload_ttl = float(upload_ttl)
+        self._cache = diskcache.Cache(str(self.directory), size_limit=int(size_limit))
+        self._lock = threading.Lock()
+        self.counters: Counter[str] = Counter()
+
+    def __repr__(self) -> str:
+        return f"ReuseCache({str(self.directory)!r})"
+
+    def _count(self, name: str) -> None:
+        with self._lock:
+            self.counters[name] += 1
+
+    # -- uploads -------------------------------------------------------------------------------
+    @staticmethod
+    def _upload_key(identity: str, key_fingerprint: str, image_sha256: str) -> tuple:
+        return (_UPLOAD, identity, key_fingerprint, image_sha256)
+
+    def get_upload(self, identity: str, key_fingerprint: str, image_sha256: str) -> str | None:
+        """The remembered ``unique_filename`` of these image bytes on this backend, if fresh."""
+        value = self._cache.get(self._upload_key(identity, key_fingerprint, image_sha256))
+        self._count("upload_hits" if value is not None else "upload_misses")
+        return value
+
+    def peek_upload(self, identity: str, key_fingerprint: str, image_sha256: str) -> bool:
+        """Whether a fresh upload is remembered (not counted as a lookup)."""
+        return self._upload_key(identity, key_fingerprint, image_sha256) in self._cache
+
+    def put_upload(
+        self, identity: str, key_fingerprint: str, image_sha256: str, unique_filename: str
+    ) -> None:
+        """Remember an upload for ``upload_ttl`` seconds."""
+        key = self._upload_key(identity, key_fingerprint, image_sha256)
+        self._cache.set(key, str(unique_filename), expire=self.upload_ttl)
+
+    def evict_upload(self, identity: str, key_fingerprint: str, image_sha256: str) -> None:
+        """Forget an upload the backend no longer knows (it answered 404)."""
+        self._cache.delete(self._upload_key(identity, key_fingerprint, image_sha256))
+        self._count("upload_evictions")
+
+    # -- outputs -------------------------------------------------------------------------------
+    @staticmethod
+    def _output_key(
+        image_sha256: str, variant_key: str, identity: str, key_fingerprint: str
+    ) -> tuple:
+        return (_OUTPUT, image_sha256, variant_key, identity, key_fingerprint)
+
+    def get_output(
+        self,
+        image_sha256: str,
+        variant_key: str,
+        identity: str,
+        key_fingerprint: str,
+        *,
+        count: bool = True,
+    ) -> OutputRecord | None:
+        """The remembered output of this image and variant if its file is still intact.
+
+        An entry whose file is gone or changed is dropped. ``count=False`` leaves
+        :attr:`counters` alone (for estimates).
+        """
+        key = self._output_key(image_sha256, variant_key, identity, key_fingerprint)
+        value = self._cache.get(key)
+        record = OutputRecord(**value) if value is not None else None
+        if record is not None and not record.is_intact():
+            self._cache.delete(key)
+            if count:
+                self._count("output_stale")
+            record = None
+        if count:
+            self._count("output_hits" if record is not None else "output_misses")
+        return record
+
+    def put_output(
+        self,
+        image_sha256: str,
+        variant_key: str,
+        identity: str,
+        key_fingerprint: str,
+        record: OutputRecord,
+    ) -> None:
+        """Remember a finished output (kept until evicted by size or cleared)."""
+        key = self._output_key(image_sha256, variant_key, identity, key_fingerprint)
+        self._cache.set(key, asdict(record))
+
+    # -- inspect and clear ---------------------------------------------------------------------
+    def entries(self) -> list[dict[str, Any]]:
+        """Every live entry as a plain dict (``kind`` is ``"upload"`` or ``"output"``)."""
+        rows: list[dict[str, Any]] = []
+        for key in self._cache.iterkeys():
+            value, expire_time = self._cache.get(key, expire_time=True)
+            if value is None or not isinstance(key, tuple) or not key:
+                continue
+            if key[0] == _UPLOAD:
+                _, identity, fingerprint, image_sha = key
+                rows.append(
+                    {
+                        "kind": _UPLOAD,
+                        "backend": identity,
+                        "key_fingerprint": fingerprint,
+                        "image_sha256": image_sha,
+                        "variant": None,
+                        "unique_filename": value,
+                        "path": None,
+                        "expires_at": expire_time,
+                    }
+                )
+            elif key[0] == _OUTPUT:
+                _, image_sha, variant_key, identity, fingerprint = key
+                rows.append(
+                    {
+                        "kind": _OUTPUT,
+                        "backend": identity,
+                        "key_fingerprint": fingerprint,
+                        "image_sha256": image_sha,
+                        "variant": variant_key,
+                        "unique_filename": value.get("unique_filename"),
+                        "path": value.get("path"),
+                        "expires_at": None,
+                    }
+                )
+        return rows
+
+    def inspect(self):
+        """Every live entry as a :class:`pandas.DataFrame` (one row per entry)."""
+        import pandas as pd
+
+        columns = [
+            "kind",
+            "backend",
+            "key_fingerprint",
+            "image_sha256",
+            "variant",
+            "unique_filename",
+            "path",
+            "expires_at",
+        ]
+        return pd.DataFrame(self.entries(), columns=columns)
+
+    def stats(self) -> dict[str, Any]:
+        """Directory, size on disk, limit, entry counts by kind and this object's counters."""
+        kinds = Counter(entry["kind"] for entry in self.entries())
+        return {
+            "directory": str(self.directory),
+            "volume_bytes": int(self._cache.volume()),
+            "size_limit": int(self._cache.size_limit),
+            "uploads": kinds[_UPLOAD],
+            "outputs": kinds[_OUTPUT],
+            **{name: self.counters[name] for name in sorted(self.counters)},
+        }
+
+    def clear(self, kind: str | None = None) -> int:
+        """Forget every entry, or only ``"upload"`` or ``"output"`` entries; returns the count.
+
+        Output files themselves are left where they are.
+        """
+        if kind is None:
+            return int(self._cache.clear())
+        if kind not in (_UPLOAD, _OUTPUT):
+            raise ValueError("kind must be 'upload', 'output' or None")
+        removed = 0
+        for key in list(self._cache.iterkeys()):
+            if isinstance(key, tuple) and key and key[0] == kind:
+                removed += bool(self._cache.delete(key))
+        return removed
+
+    def close(self) -> None:
+        """Close the database handles (the cache reopens them on next use)."""
+        self._cache.close()
+
+    def __enter__(self) -> ReuseCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_open: dict[str, ReuseCache] = {}
+_open_lock = threading.Lock()
+
+
+def default_cache(directory: str | os.PathLike[str] | None = None) -> ReuseCache:
+    """The shared :class:`ReuseCache` of a directory (argument or ``BGCUT_CACHE_DIR``)."""
+    path = str(Path(resolve_cache_dir(directory)).resolve())
+    with _open_lock:
+        cache = _open.get(path)
+        if cache is None:
+            cache = _open[path] = ReuseCache(path)
+        return cache

@@ -1,0 +1,43 @@
+"""The embedded engine: from a decoded image to a cut-out, and from a cut-out to variants."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from PIL import Image
+
+from .matting import Cutout, Matting
+from .render import render_variant
+from .variants import Variant
+
+__all__ = ["LocalEngine"]
+
+
+class LocalEngine:
+    """Segmentation (through :class:`~bgcut_nb.matting.Matting`) plus rendering, in-process."""
+
+    def __init__(
+        self, model_dir: str | os.PathLike[str] | None = None, matting: Matting | None = None
+    ) -> None:
+        self.matting = matting if matting is not None else Matting(model_dir=model_dir)
+
+    def cutout(self, image: Image.Image, quality: str) -> Cutout:
+        """The cut-out of an ``RGB``/``RGBA`` image at a quality tier.
+
+        An input that already has transparency keeps it: the subject's matte is multiplied by
+        the input's own alpha, and the model sees the image over white.
+        """
+        if image.mode == "RGBA":
+            own_alpha = np.asarray(image.getchannel("A"), dtype=np.float32) / 255.0
+            white = Image.new("RGB", image.size, (255, 255, 255))
+            white.paste(image, mask=image.getchannel("A"))
+            result = self.matting.cutout(np.asarray(white), quality)
+            return Cutout(
+                alpha=(result.alpha * own_alpha).astype(np.float32), foreground=result.foreground
+            )
+        return self.matting.cutout(np.asarray(image.convert("RGB")), quality)
+
+    def render(self, cutout: Cutout, variant: Variant) -> bytes:
+        """Encoded bytes of one variant."""
+        return render_variant(cutout, variant)

@@ -1,0 +1,254 @@
+"""``LocalBackend``: the v3 API's semantics in-process, over the embedded engine.
+
+Uploads live under ``storage_dir/uploads/<unique_filename>/`` with the original bytes, their
+metadata, the mattes computed so far (one per quality tier, reused by every later variant) and
+the rendered outputs, addressed by ``file://`` URLs. Uploads expire after ``upload_ttl`` seconds
+(2 hours by default, as on the real service) and then answer :class:`NotFoundError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+from urllib.request import url2pathname
+
+import numpy as np
+from PIL import Image
+
+from .atomic import atomic_write_bytes, atomic_write_text
+from .backend import Backend, ImageInput, ProcessResult, UploadResult, read_image_input
+from .config import resolve_model_dir, resolve_storage_dir
+from .errors import NotFoundError
+from .imaging import DEFAULT_MAX_PIXELS, decode_image, sniff_format
+from .matting import Cutout
+from .pricing import DEFAULT_COSTS, CostTable
+from .variants import Variant, parse_variants
+
+__all__ = ["LocalBackend", "safe_filename"]
+
+DEFAULT_UPLOAD_TTL = 2 * 60 * 60
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_CHUNK = 1 << 16
+
+
+def safe_filename(name: str, fallback: str = "variant") -> str:
+    """A file name made from ``name`` that cannot leave its folder (no separators, no dots)."""
+    cleaned = _UNSAFE.sub("_", name).strip("._")[:80]
+    return cleaned or fallback
+
+
+class LocalBackend(Backend):
+    """The embedded local engine behind the :class:`~bgcut_nb.backend.Backend` contract."""
+
+    def __init__(
+        self,
+        storage_dir: str | os.PathLike[str] | None = None,
+        *,
+        model_dir: str | os.PathLike[str] | None = None,
+        upload_ttl: float = DEFAULT_UPLOAD_TTL,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        costs: CostTable = DEFAULT_COSTS,
+        engine: Any = None,
+        matte_memory: int = 8,
+    ) -> None:
+        self.storage_dir = resolve_storage_dir(storage_dir).resolve()
+        self.model_dir = resolve_model_dir(model_dir)
+        self.upload_ttl = float(upload_ttl)
+        self.max_pixels = max_pixels
+        self.costs = costs
+        self._engine = engine
+        self._engine_lock = threading.Lock()
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        self._mattes: OrderedDict[tuple[str, str], Cutout] = OrderedDict()
+        self._matte_memory = matte_memory
+        self._last_sweep = 0.0
+        (self.storage_dir / "uploads").mkdir(parents=True, exist_ok=True)
+
+    def __repr__(self) -> str:
+        return f"LocalBackend(storage_dir={str(self.storage_dir)!r})"
+
+    @property
+    def identity(self) -> str:
+        return f"local:{self.storage_dir}"
+
+    @property
+    def engine(self):
+        """The :class:`~bgcut_nb.engine.LocalEngine`, created (model loaded) on first use."""
+        if self._engine is None:
+            with self._engine_lock:
+                if self._engine is None:
+                    from .engine import LocalEngine
+
+                    self._engine = LocalEngine(model_dir=self.model_dir)
+        return self._engine
+
+    # -- uploads -------------------------------------------------------------------------------
+
+    def upload_image(self, image: ImageInput) -> UploadResult:
+        data, filename = read_image_input(image)
+        decoded = decode_image(data, max_pixels=self.max_pixels)
+        unique_filename = str(uuid.uuid4())
+        folder = self._folder(unique_filename)
+        ext = sniff_format(data[:16]) or "img"
+        atomic_write_bytes(folder / f"input.{ext}", data)
+        meta = {
+            "created": time.time(),
+            "input": f"input.{ext}",
+            "filename": filename,
+            "width": decoded.width,
+            "height": decoded.height,
+        }
+        atomic_write_text(folder / "meta.json", json.dumps(meta))
+        self._sweep_expired()
+        return UploadResult(unique_filename)
+
+    def _folder(self, unique_filename: str) -> Path:
+        return self.storage_dir / "uploads" / unique_filename
+
+    def _meta(self, unique_filename: str) -> dict[str, Any]:
+        """Metadata of a live upload; :class:`NotFoundError` if unknown or expired."""
+        if not isinstance(unique_filename, str) or not _UUID.match(unique_filename):
+            raise NotFoundError()
+        folder = self._folder(unique_filename)
+        try:
+            meta = json.loads((folder / "meta.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            raise NotFoundError() from None
+        if time.time() - meta["created"] > self.upload_ttl:
+            self._forget(unique_filename)
+            raise NotFoundError()
+        return meta
+
+    def _forget(self, unique_filename: str) -> None:
+        shutil.rmtree(self._folder(unique_filename), ignore_errors=True)
+        with self._locks_guard:
+            for key in [k for k in self._mattes if k[0] == unique_filename]:
+                del self._mattes[key]
+
+    def _sweep_expired(self, every: float = 60.0) -> None:
+        now = time.time()
+        if now - self._last_sweep < every:
+            return
+        self._last_sweep = now
+        for folder in (self.storage_dir / "uploads").iterdir():
+            try:
+                created = json.loads((folder / "meta.json").read_text())["created"]
+            except (OSError, ValueError, KeyError):
+                continue
+            if now - created > self.upload_ttl:
+                self._forget(folder.name)
+
+    # -- processing ----------------------------------------------------------------------------
+
+    def process_image(
+        self, unique_filename: str, variants: Iterable[Variant | Mapping[str, Any]]
+    ) -> ProcessResult:
+        parsed = parse_variants(variants)
+        meta = self._meta(unique_filename)
+        folder = self._folder(unique_filename)
+        urls: dict[str, str] = {}
+        for variant in parsed:
+            path = self._render(unique_filename, meta, variant)
+            urls[variant.variant_name] = path.as_uri()
+        return ProcessResult(
+            unique_filename=unique_filename,
+            input_url=(folder / meta["input"]).as_uri(),
+            output_urls=urls,
+        )
+
+    def _render(self, unique_filename: str, meta: dict[str, Any], variant: Variant) -> Path:
+        """Path of the variant's output, rendered now unless the same rendering exists."""
+        digest = hashlib.sha256(variant.cache_key().encode()).hexdigest()[:16]
+        out_dir = self._folder(unique_filename) / "outputs" / digest
+        path = out_dir / f"{safe_filename(variant.variant_name)}.{variant.extension}"
+        if path.is_file():
+            return path
+        existing = sorted(out_dir.glob(f"*.{variant.extension}")) if out_dir.is_dir() else []
+        if existing:
+            return atomic_write_bytes(path, existing[0].read_bytes())
+        cutout = self._cutout(unique_filename, meta, variant.quality)
+        return atomic_write_bytes(path, self.engine.render(cutout, variant))
+
+    def _lock_for(self, key: tuple[str, str]) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+    def _cutout(self, unique_filename: str, meta: dict[str, Any], quality: str) -> Cutout:
+        """The matte for (image, quality): from memory, from disk, or computed once."""
+        key = (unique_filename, quality)
+        with self._lock_for(key):
+            with self._locks_guard:
+                if key in self._mattes:
+                    self._mattes.move_to_end(key)
+                    return self._mattes[key]
+            folder = self._folder(unique_filename)
+            image = decode_image((folder / meta["input"]).read_bytes(), max_pixels=self.max_pixels)
+            cutout = self._load_matte(folder, quality, image)
+            if cutout is None:
+                cutout = self.engine.cutout(image, quality)
+                self._save_matte(folder, quality, image, cutout)
+            with self._locks_guard:
+                self._mattes[key] = cutout
+                while len(self._mattes) > self._matte_memory:
+                    self._mattes.popitem(last=False)
+            return cutout
+
+    @staticmethod
+    def _save_matte(folder: Path, quality: str, image: Image.Image, cutout: Cutout) -> None:
+        alpha16 = np.rint(np.clip(cutout.alpha, 0, 1) * 65535).astype(np.uint16)
+        atomic_write_bytes(folder / f"matte-{quality}.png", _png_bytes(Image.fromarray(alpha16)))
+        if not np.array_equal(cutout.foreground, np.asarray(image.convert("RGB"))):
+            fg = Image.fromarray(cutout.foreground, "RGB")
+            atomic_write_bytes(folder / f"foreground-{quality}.png", _png_bytes(fg))
+
+    @staticmethod
+    def _load_matte(folder: Path, quality: str, image: Image.Image) -> Cutout | None:
+        matte_path = folder / f"matte-{quality}.png"
+        if not matte_path.is_file():
+            return None
+        with Image.open(matte_path) as stored:
+            alpha = np.asarray(stored, dtype=np.float32) / 65535.0
+        fg_path = folder / f"foreground-{quality}.png"
+        if fg_path.is_file():
+            with Image.open(fg_path) as stored:
+                foreground = np.asarray(stored.convert("RGB"))
+        else:
+            foreground = np.asarray(image.convert("RGB"))
+        return Cutout(alpha=alpha, foreground=foreground)
+
+    # -- fetching ------------------------------------------------------------------------------
+
+    def _path_of(self, url: str) -> Path:
+        parsed = urlparse(url)
+        if parsed.scheme != "file":
+            raise NotFoundError(f"Not a local output URL: {url}")
+        path = Path(url2pathname(parsed.path)).resolve()
+        if not path.is_relative_to(self.storage_dir) or not path.is_file():
+            raise NotFoundError("Output not found or has expired.")
+        return path
+
+    def iter_fetch(self, url: str) -> Iterator[bytes]:
+        path = self._path_of(url)
+        with path.open("rb") as fh:
+            while chunk := fh.read(_CHUNK):
+                yield chunk
+
+
+def _png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", compress_level=1)
+    return buffer.getvalue()

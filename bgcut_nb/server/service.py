@@ -1,0 +1,263 @@
+"""The v3 API's semantics on the server side, independent of HTTP.
+
+:class:`V3Service` puts accounts, credits, rate limits, upload ownership and expiry, signed file
+URLs and idempotent charging around any :class:`~bgcut_nb.backend.Backend` (the local engine).
+The FastAPI layer in :mod:`bgcut_nb.server.app` only parses requests and formats answers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import mimetypes
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from urllib.parse import quote, urlparse
+
+from ..backend import Backend
+from ..errors import (
+    AuthenticationError,
+    BadRequestError,
+    InsufficientCreditsError,
+    NotFoundError,
+    PayloadTooLargeError,
+    RateLimitError,
+)
+from ..pricing import DEFAULT_COSTS, CostTable
+from ..variants import Variant
+from .keys import key_hash, normalise_keys
+from .ledger import Ledger
+from .ratelimit import TokenBucketLimiter
+from .signing import UrlSigner
+
+__all__ = ["ServerSettings", "V3Service", "FILES_PATH"]
+
+log = logging.getLogger("bgcut_nb.server")
+
+FILES_PATH = "/v3/files"
+FILE_NOT_FOUND_DETAIL = "File not found or its URL has expired."
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Tunable limits of the server (defaults follow the real service where it says)."""
+
+    upload_ttl: float = 7200.0
+    url_ttl: float = 3600.0
+    rate_limit: float = 10.0
+    burst: int = 20
+    max_upload_bytes: int = 12 * 1024 * 1024
+    public_url: str | None = None
+
+
+class V3Service:
+    """Upload and process for authenticated keys, over a backend and a :class:`Ledger`."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        ledger: Ledger,
+        api_keys: Mapping[str, float],
+        settings: ServerSettings = ServerSettings(),
+        *,
+        costs: CostTable = DEFAULT_COSTS,
+        reset_credits: bool = False,
+    ) -> None:
+        self.backend = backend
+        self.ledger = ledger
+        self.settings = settings
+        self.costs = costs
+        self._keys = normalise_keys(api_keys)
+        for hashed, credits in self._keys.items():
+            ledger.provision(hashed, credits, reset=reset_credits)
+        self._limiter = TokenBucketLimiter(settings.rate_limit, settings.burst)
+        self._signer = UrlSigner(ledger.url_secret())
+        self._locks: dict[tuple[str, str], tuple[threading.Lock, int]] = {}
+        self._locks_guard = threading.Lock()
+        self._last_purge = 0.0
+
+    # -- accounts -----------------------------------------------------------------------------
+
+    def authenticate(self, authorization: str | None) -> str:
+        """The key hash for an ``Authorization: Bearer KEY`` header, else 401."""
+        if not authorization:
+            raise AuthenticationError("Missing Authorization header")
+        scheme, _, token = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AuthenticationError("Authorization header must be 'Bearer YOUR_API_KEY'")
+        hashed = key_hash(token)
+        if hashed not in self._keys:
+            raise AuthenticationError("Invalid API key")
+        return hashed
+
+    def check_rate(self, hashed: str) -> None:
+        """Take one request from the key's token bucket, else 429 with ``retry_after``."""
+        wait = self._limiter.acquire(hashed)
+        if wait > 0:
+            retry_after = max(1, math.ceil(wait))
+            raise RateLimitError(
+                f"Rate limit exceeded: retry after {retry_after} s", retry_after=retry_after
+            )
+
+    def credits(self, api_key: str) -> float | None:
+        """Credits left for a key (``None`` if unknown)."""
+        return self.ledger.balance(key_hash(api_key))
+
+    # -- the two endpoints --------------------------------------------------------------------
+
+    def upload(self, hashed: str, data: bytes) -> dict[str, str]:
+        """Store an image for this key; returns ``{"unique_filename": ...}``."""
+        limit = self.settings.max_upload_bytes
+        if len(data) > limit:
+            raise PayloadTooLargeError(f"Image too large: uploads are limited to {_mb(limit)}")
+        if not data:
+            raise BadRequestError("Missing image: the 'image' file is empty")
+        local = self.backend.upload_image(data)
+        unique_filename = str(uuid.uuid4())
+        self.ledger.add_upload(
+            unique_filename, hashed, local.unique_filename, self.settings.upload_ttl
+        )
+        self._purge_now_and_then()
+        log.info("upload key=%s unique_filename=%s", hashed[:16], unique_filename)
+        return {"unique_filename": unique_filename}
+
+    def process(
+        self,
+        hashed: str,
+        unique_filename: str,
+        variants: list[Variant],
+        base_url: str,
+        idempotency_key: str | None = None,
+    ) -> dict[str, object]:
+        """Render every variant, charging once per ``Idempotency-Key`` (or per call)."""
+        request_hash = hashlib.sha256(
+            json.dumps([unique_filename, [v.to_dict() for v in variants]], sort_keys=True).encode()
+        ).hexdigest()
+        idem = idempotency_key or uuid.uuid4().hex
+        with self._call_lock(hashed, idem):
+            prior = self.ledger.find_charge(hashed, idem)
+            if prior is not None:
+                if prior.request_hash != request_hash:
+                    raise BadRequestError(
+                        "Idempotency-Key was already used for a different request"
+                    )
+                log.info("process key=%s replayed (no charge)", hashed[:16])
+                result = prior.result
+            else:
+                result = self._process_and_charge(
+                    hashed, unique_filename, variants, idem, request_hash
+                )
+        return self._publish(unique_filename, result, base_url)
+
+    def _process_and_charge(
+        self,
+        hashed: str,
+        unique_filename: str,
+        variants: list[Variant],
+        idem: str,
+        request_hash: str,
+    ) -> dict[str, object]:
+        local_name = self.ledger.find_upload(unique_filename, hashed)
+        if local_name is None:
+            raise NotFoundError()
+        cost = self.costs.process_cost(variants)
+        balance = self.ledger.balance(hashed) or 0.0
+        if balance < cost:
+            raise _insufficient(cost, balance)
+        result = self.backend.process_image(local_name, variants).to_json()
+        # Work first, then debit and journal in one transaction: a lost race ends in 402 with
+        # nothing debited, never in a negative balance or a double charge.
+        if not self.ledger.charge(
+            hashed, cost, idempotency_key=idem, request_hash=request_hash, result=result
+        ):
+            raise _insufficient(cost, self.ledger.balance(hashed) or 0.0)
+        log.info("process key=%s variants=%d charged=%g", hashed[:16], len(variants), cost)
+        return result
+
+    # -- files --------------------------------------------------------------------------------
+
+    def _publish(self, unique_filename: str, result: dict, base_url: str) -> dict[str, object]:
+        """Swap the engine's URLs for signed, expiring URLs of this server."""
+        base = (self.settings.public_url or base_url).rstrip("/")
+        tokens: dict[str, str] = {}
+
+        def signed(engine_url: str, name: str) -> str:
+            token = secrets.token_urlsafe(18)
+            tokens[token] = engine_url
+            expires, signature = self._signer.sign(token, self.settings.url_ttl)
+            suffix = PurePosixPath(urlparse(engine_url).path).suffix
+            return (
+                f"{base}{FILES_PATH}/{token}/{quote(name, safe='')}{suffix}"
+                f"?expires={expires}&signature={signature}"
+            )
+
+        output_urls = {name: signed(url, name) for name, url in result["output_urls"].items()}
+        input_url = signed(result["input_url"], "input") if result.get("input_url") else ""
+        self.ledger.add_files(tokens, self.settings.url_ttl)
+        return {
+            "unique_filename": unique_filename,
+            "input_url": input_url,
+            "output_urls": output_urls,
+        }
+
+    def open_file(self, token: str, expires: int, signature: str) -> tuple[Iterator[bytes], str]:
+        """``(chunks, media type)`` of a signed file URL; 404 once expired or if altered."""
+        if not self._signer.verify(token, expires, signature):
+            raise NotFoundError(FILE_NOT_FOUND_DETAIL)
+        engine_url = self.ledger.find_file(token)
+        if engine_url is None:
+            raise NotFoundError(FILE_NOT_FOUND_DETAIL)
+        media_type = mimetypes.guess_type(urlparse(engine_url).path)[0]
+        chunks = iter(self.backend.iter_fetch(engine_url))
+        first = next(chunks, b"")  # surface a missing file as 404 before answering 200
+        return _prepend(first, chunks), media_type or "application/octet-stream"
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _call_lock(self, hashed: str, idem: str) -> Iterator[None]:
+        """Serialise calls that share an Idempotency-Key (a retry racing its original)."""
+        k = (hashed, idem)
+        with self._locks_guard:
+            lock, users = self._locks.get(k, (threading.Lock(), 0))
+            self._locks[k] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._locks_guard:
+                lock, users = self._locks[k]
+                if users == 1:
+                    del self._locks[k]
+                else:
+                    self._locks[k] = (lock, users - 1)
+
+    def _purge_now_and_then(self) -> None:
+        now = time.monotonic()
+        if now - self._last_purge > 60.0:
+            self._last_purge = now
+            self.ledger.purge_expired()
+
+
+def _insufficient(cost: float, balance: float) -> InsufficientCreditsError:
+    return InsufficientCreditsError(
+        f"Insufficient credits: this call costs {cost:g} credits, the balance is {balance:g}"
+    )
+
+
+def _mb(n: int) -> str:
+    return f"{n / (1024 * 1024):g} MB"
+
+
+def _prepend(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    if first:
+        yield first
+    yield from rest

@@ -1,0 +1,63 @@
+"""Shared fixtures. Keep this file small; every fixture name starts with ``bgcut_``.
+
+* ``bgcut_photo(width, height, fmt)`` -> bytes of a synthetic product shot (a shaded orange
+  ball on a pale studio background), for fast end-to-end tests.
+* ``bgcut_engine`` (session) -> one :class:`~bgcut_nb.local.LocalBackend` shared by the suite,
+  so models load once.
+* ``bgcut_server`` -> the project's v3 server (:class:`~bgcut_nb.server.testing.ServerThread`)
+  on 127.0.0.1 over ``bgcut_engine``, key ``"test-key"`` with 100 credits, no rate limit.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+TEST_KEY = "test-key"
+
+
+def _photo(width: int = 480, height: int = 360, fmt: str = "JPEG") -> bytes:
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    background = np.stack(
+        [225 + 20 * y / height, 228 + 15 * y / height, 235 + 10 * y / height], axis=-1
+    )
+    cx, cy, r = width * 0.5, height * 0.55, min(width, height) * 0.3
+    d = np.sqrt((x - cx) ** 2 + (y - cy) ** 2) / r
+    ball = d < 1.0
+    shade = np.clip(1.15 - 0.6 * np.sqrt((x - cx + r / 3) ** 2 + (y - cy + r / 3) ** 2) / r, 0.3, 1)
+    colour = np.stack([235 * shade, 110 * shade, 30 * shade], axis=-1)
+    pixels = np.where(ball[..., None], colour, background)
+    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+    buf = io.BytesIO()
+    image.save(buf, fmt, **({"quality": 92} if fmt == "JPEG" else {}))
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def bgcut_photo():
+    """Factory: ``bgcut_photo(width=480, height=360, fmt="JPEG") -> bytes``."""
+    return _photo
+
+
+@pytest.fixture(scope="session")
+def bgcut_engine(tmp_path_factory):
+    """One LocalBackend for the whole session (models load once)."""
+    from bgcut_nb.local import LocalBackend
+
+    backend = LocalBackend(tmp_path_factory.mktemp("bgcut-engine"))
+    yield backend
+    backend.close()
+
+
+@pytest.fixture
+def bgcut_server(bgcut_engine, tmp_path):
+    """The v3 server on 127.0.0.1 (random port), key ``test-key`` with 100 credits."""
+    from bgcut_nb.server.testing import ServerThread
+
+    with ServerThread(
+        {TEST_KEY: 100.0}, tmp_path / "bgcut-server", backend=bgcut_engine, rate_limit=0
+    ) as server:
+        yield server

@@ -1,0 +1,30 @@
+"""Fault drill: 50 images through RemoteBackend while the proxy injects faults (see
+``benchmarks/faults.py``); every output is checked on pixels and nothing is charged twice."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+from bgcut_nb.server.faults import FAULT_KINDS
+
+_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "faults.py"
+_spec = importlib.util.spec_from_file_location("bgcut_fault_drill", _PATH)
+drill = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = drill  # dataclasses look their module up there
+_spec.loader.exec_module(drill)
+
+
+def test_a_50_image_batch_survives_injected_faults(bgcut_engine, tmp_path):
+    report = drill.run_drill(
+        50, rate=0.2, workers=4, seed=11, backend=bgcut_engine, storage_dir=tmp_path / "srv"
+    )
+    print(report.table())
+    assert report.failures == []
+    # every kind of fault really happened, and the batch still completed
+    assert set(report.faults) == set(FAULT_KINDS), report.faults
+    # one charge per variant set, the balance down by exactly that
+    assert report.charges == report.distinct_charges == 50
+    assert report.credits_charged == report.credits_expected == 50 * 2.0
+    assert report.ok
