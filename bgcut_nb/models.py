@@ -385,7 +385,9 @@ def ensure_model(
                 _FETCHERS[source](spec, target)
             except Exception as exc:  # every failure is reported, the next source is tried
                 reason = str(exc) or type(exc).__name__
-                log.warning("model %s: %s failed: %s", name, where, reason)
+                # one short line; the full reason goes into the error if every source fails
+                log.warning("model %s: %s unavailable (%s)", name, where, type(exc).__name__)
+                log.debug("model %s: %s failed: %s", name, where, reason)
                 tried.append(f"{where}: {type(exc).__name__}: {reason}")
                 continue
             problem = verify_file(target, spec)
