@@ -24,27 +24,13 @@ from bgcut_nb import (
 )
 from bgcut_nb.remote import PROCESS_PATH, UPLOAD_PATH, RemoteBackend, RetryPolicy
 from bgcut_nb.server.testing import ServerThread
+from bgcut_nb.variants import SPEC_EXAMPLE_VARIANTS
 
 KEY = "conformance-key"
 FAST = RetryPolicy(retries=3, backoff=0.05, backoff_max=0.2)
 
-SPEC_VARIANTS = [
-    {"variant_name": "full", "max_resolution": 12000000, "format": "png", "quality": "high"},
-    {
-        "variant_name": "thumbnail",
-        "max_resolution": 250000,
-        "format": "webp",
-        "quality": "medium",
-        "autocrop": True,
-    },
-    {
-        "variant_name": "white_bg",
-        "max_resolution": 12000000,
-        "format": "jpg",
-        "background_color": "#ffffff",
-        "output_compression": 85,
-    },
-]
+# the spec's three-variant example as JSON dicts (test_variants pins it to the spec's text)
+SPEC_VARIANTS = [v.to_dict() for v in SPEC_EXAMPLE_VARIANTS]
 
 
 class Harness:
