@@ -5,9 +5,10 @@ max F-beta (beta^2 = 0.3, over the 256 thresholds k/255), wall and CPU seconds p
 time across all threads: on a busy machine the wall time grows, the CPU time much less), peak
 Python-heap memory of one call on the largest photo (tracemalloc; numpy buffers count, ONNX
 Runtime's arena does not) and the process's peak RSS after the tier.
-Prints a markdown table.
+Prints a markdown table. ``--ablation`` also scores cheaper fusions of the high tier's views
+(what the high tier was chosen over), with the seconds of each view's network pass.
 
-    python benchmarks/quality.py [--tiers high medium low] [--limit N] [--data DIR]
+    python benchmarks/quality.py [--tiers high medium low] [--limit N] [--data DIR] [--ablation]
 """
 
 from __future__ import annotations
@@ -102,12 +103,80 @@ def run_tier(matting, quality: str, pairs) -> dict:
     }
 
 
+#: Fusions of the high tier's views scored by ``--ablation``: (label, views, how to fuse).
+#: Views: u2net mirrored at 320x320 ("u2net-m"), u2net and u2netp at the aspect-preserving size
+#: ("u2net-a", "u2netp-a"), u2net at a smaller aspect size (short side 288, "u2net-a288") and
+#: u2netp at 320x320 ("u2netp-320").
+ABLATION = [
+    ("high: median(u2net-m, u2net-a, u2netp-a)", ("u2net-m", "u2net-a", "u2netp-a"), "median"),
+    ("mean(u2net-m, u2net-a)", ("u2net-m", "u2net-a"), "mean"),
+    ("mean(u2net-m, u2net-a, u2netp-a)", ("u2net-m", "u2net-a", "u2netp-a"), "mean"),
+    ("median(u2net-m, u2net-a288, u2netp-a)", ("u2net-m", "u2net-a288", "u2netp-a"), "median"),
+    ("median(u2net-m, u2net-a, u2netp-320)", ("u2net-m", "u2net-a", "u2netp-320"), "median"),
+    ("mean(u2net-m, u2net-a288)", ("u2net-m", "u2net-a288"), "mean"),
+]
+
+
+def run_ablation(matting, pairs) -> tuple[list[dict], dict[str, float]]:
+    """Scores of each ``ABLATION`` fusion (feathered like the high tier) and view seconds."""
+    from bgcut_nb.matting import _mirrored, aspect_input_size, feather_band
+    from bgcut_nb.refine import guided_upsample, resize_map, resize_rgb, working_size
+
+    big = matting.segmenter("u2net", any_size=True)
+    small = matting.segmenter("u2netp", any_size=True)
+    native = matting.segmenter("u2netp")
+    view_seconds: dict[str, float] = {}
+    scores: dict[str, list[Scores]] = {label: [] for label, _, _ in ABLATION}
+    for _, rgb, mask in pairs:
+        height, width = rgb.shape[:2]
+        work = working_size(width, height, 1_000_000)
+        photo = resize_rgb(rgb, work)
+        size = aspect_input_size(*work)
+        scale = 288 / min(work)
+        short = tuple(max(32, round(side * scale / 32) * 32) for side in work)
+        runs = {  # name: (segmenter, input size, mirrored)
+            "u2net-m": (big, None, True),
+            "u2net-a": (big, size, False),
+            "u2netp-a": (small, size, False),
+            "u2net-a288": (big, short, False),
+            "u2netp-320": (native, None, False),
+        }
+        views = {}
+        for name, (seg, input_size, mirrored) in runs.items():
+            start = time.perf_counter()
+            prob = _mirrored(seg, photo) if mirrored else seg.predict(photo, input_size)
+            views[name] = resize_map(prob, work)
+            view_seconds[name] = view_seconds.get(name, 0.0) + time.perf_counter() - start
+        radius = max(2, round(4 * min(work) / 320))
+        guide = photo.astype(np.float64) / 255.0
+        for label, names, how in ABLATION:
+            stack = np.stack([views[n] for n in names])
+            fused = np.median(stack, axis=0) if how == "median" else stack.mean(axis=0)
+            alpha = feather_band(fused, guide, radius)
+            if work != (width, height):
+                alpha = guided_upsample(alpha, rgb, radius=2, eps=1e-4)
+            scores[label].append(score(alpha, mask))
+    rows = [
+        {
+            "fusion": label,
+            "mae": float(np.mean([r.mae for r in scores[label]])),
+            "iou": float(np.mean([r.iou for r in scores[label]])),
+            "max_f": float(np.mean([r.max_f for r in scores[label]])),
+        }
+        for label, _, _ in ABLATION
+    ]
+    return rows, {name: total / len(pairs) for name, total in view_seconds.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiers", nargs="+", default=["low", "medium", "high"])
     parser.add_argument("--limit", type=int, default=None, help="first N images only")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--model-dir", default=None)
+    parser.add_argument(
+        "--ablation", action="store_true", help="also score cheaper fusions of high's views"
+    )
     args = parser.parse_args(argv)
     if not (args.data / "images").is_dir():
         print(f"benchmark data not found at {args.data}", file=sys.stderr)
@@ -135,6 +204,15 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['seconds']:.2f} | {r['cpu_seconds']:.2f} | {r['py_peak_mib']:.0f} | "
             f"{r['rss_mib']:.0f} |"
         )
+    if args.ablation:
+        fusions, view_seconds = run_ablation(matting, pairs)
+        print()
+        print("| high-tier fusion (then feathered) | MAE | IoU@0.5 | max F (b²=0.3) |")
+        print("|---|---|---|---|")
+        for r in fusions:
+            print(f"| {r['fusion']} | {r['mae']:.4f} | {r['iou']:.4f} | {r['max_f']:.4f} |")
+        print()
+        print("seconds per view: " + ", ".join(f"{k} {v:.2f}" for k, v in view_seconds.items()))
     return 0
 
 
