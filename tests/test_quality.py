@@ -88,6 +88,17 @@ def test_tiers_keep_their_floors_and_their_order(matting, sod_pairs):
     )
 
 
+def test_ablation_first_row_is_the_high_tier(matting, sod_pairs):
+    """The benchmark's ablation rebuilds high from its views; its first row must be high."""
+    pairs = sod_pairs[:2]
+    rows, view_seconds = _bench().run_ablation(matting, pairs)
+    assert rows[0]["fusion"].startswith("high:")
+    expected = _scores(matting, pairs, "high")
+    assert (rows[0]["mae"], rows[0]["iou"], rows[0]["max_f"]) == pytest.approx(expected, abs=1e-6)
+    assert len({(r["mae"], r["iou"]) for r in rows}) == len(rows)  # the fusions differ
+    assert set(view_seconds) == {"u2net-m", "u2net-a", "u2netp-a", "u2net-a288", "u2netp-320"}
+
+
 def _magenta_excess(rgb: np.ndarray) -> np.ndarray:
     return (rgb[..., 0] + rgb[..., 2]) / 2 - rgb[..., 1]
 
