@@ -119,8 +119,8 @@ ABLATION = [
 
 def run_ablation(matting, pairs) -> tuple[list[dict], dict[str, float]]:
     """Scores of each ``ABLATION`` fusion (feathered like the high tier) and view seconds."""
-    from bgcut_nb.matting import _mirrored, aspect_input_size, feather_band
-    from bgcut_nb.refine import guided_upsample, resize_map, resize_rgb, working_size
+    from bgcut_nb.matting import HIGH_WORK_PIXELS, _mirrored, aspect_input_size, refine_high
+    from bgcut_nb.refine import resize_map, resize_rgb, working_size
 
     big = matting.segmenter("u2net", any_size=True)
     small = matting.segmenter("u2netp", any_size=True)
@@ -129,7 +129,7 @@ def run_ablation(matting, pairs) -> tuple[list[dict], dict[str, float]]:
     scores: dict[str, list[Scores]] = {label: [] for label, _, _ in ABLATION}
     for _, rgb, mask in pairs:
         height, width = rgb.shape[:2]
-        work = working_size(width, height, 1_000_000)
+        work = working_size(width, height, HIGH_WORK_PIXELS)
         photo = resize_rgb(rgb, work)
         size = aspect_input_size(*work)
         scale = 288 / min(work)
@@ -147,15 +147,10 @@ def run_ablation(matting, pairs) -> tuple[list[dict], dict[str, float]]:
             prob = _mirrored(seg, photo) if mirrored else seg.predict(photo, input_size)
             views[name] = resize_map(prob, work)
             view_seconds[name] = view_seconds.get(name, 0.0) + time.perf_counter() - start
-        radius = max(2, round(4 * min(work) / 320))
-        guide = photo.astype(np.float64) / 255.0
         for label, names, how in ABLATION:
             stack = np.stack([views[n] for n in names])
             fused = np.median(stack, axis=0) if how == "median" else stack.mean(axis=0)
-            alpha = feather_band(fused, guide, radius)
-            if work != (width, height):
-                alpha = guided_upsample(alpha, rgb, radius=2, eps=1e-4)
-            scores[label].append(score(alpha, mask))
+            scores[label].append(score(refine_high(fused, photo, rgb), mask))
     rows = [
         {
             "fusion": label,

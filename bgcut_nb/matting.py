@@ -111,6 +111,18 @@ def feather_band(alpha: np.ndarray, guide: np.ndarray, radius: int) -> np.ndarra
     return np.where(band, feathered, alpha).astype(np.float32)
 
 
+def refine_high(fused: np.ndarray, photo: np.ndarray, rgb: np.ndarray) -> np.ndarray:
+    """The high tier's matte from its fused views: feathered at the working size of ``photo``,
+    then guided-upsampled to the size of ``rgb`` (the full-resolution photo) when they differ.
+    """
+    height, width = photo.shape[:2]
+    radius = max(2, round(4 * min(width, height) / 320))
+    alpha = feather_band(fused, photo.astype(np.float64) / 255.0, radius)
+    if rgb.shape[:2] != (height, width):
+        alpha = guided_upsample(alpha, rgb, radius=2, eps=1e-4)
+    return np.clip(alpha, 0.0, 1.0).astype(np.float32)
+
+
 class Matting:
     """Cut-outs at each quality tier; loads each ONNX model once, safe to share between threads."""
 
@@ -174,11 +186,7 @@ class Matting:
         size = aspect_input_size(*work)
         views = [_mirrored(big, photo), big.predict(photo, size), small.predict(photo, size)]
         fused = np.median(np.stack([resize_map(v, work) for v in views]), axis=0)
-        radius = max(2, round(4 * min(work) / 320))
-        alpha = feather_band(fused, photo.astype(np.float64) / 255.0, radius)
-        if work != (width, height):
-            alpha = guided_upsample(alpha, rgb, radius=2, eps=1e-4)
-        alpha = np.clip(alpha, 0.0, 1.0).astype(np.float32)
+        alpha = refine_high(fused, photo, rgb)
         return Cutout(alpha=alpha, foreground=estimate_foreground(rgb, alpha))
 
 
