@@ -106,7 +106,8 @@ def run_tier(matting, quality: str, pairs) -> dict:
 #: Fusions of the high tier's views scored by ``--ablation``: (label, views, how to fuse).
 #: Views: u2net mirrored at 320x320 ("u2net-m"), u2net and u2netp at the aspect-preserving size
 #: ("u2net-a", "u2netp-a"), u2net at a smaller aspect size (short side 288, "u2net-a288") and
-#: u2netp at 320x320 ("u2netp-320").
+#: u2netp at 320x320 ("u2netp-320"). The first row is high as long as high's subject check
+#: (``SUBJECT_AGREEMENT``) does not fire, which it does on none of sod-dev's photos.
 ABLATION = [
     ("high: median(u2net-m, u2net-a, u2netp-a)", ("u2net-m", "u2net-a", "u2netp-a"), "median"),
     ("mean(u2net-m, u2net-a)", ("u2net-m", "u2net-a"), "mean"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,8 @@ from PIL import Image
 
 from bgcut_nb.errors import BadRequestError, InvalidImageError
 from bgcut_nb.matting import QUALITIES, Cutout, Matting, matte
+
+DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +112,16 @@ def test_tiers_differ_and_high_foreground_is_decontaminated(matting):
     np.testing.assert_array_equal(high.foreground[interior], rgb[interior])
     edge = (high.alpha > 0.05) & (high.alpha < 0.95)
     assert np.abs(high.foreground[edge].astype(int) - rgb[edge]).mean() > 2
+
+
+@pytest.mark.parametrize("name", ["chelsea.png", "astronaut.png", "coffee.png", "rocket.jpg"])
+def test_tiers_cut_out_the_same_subject(matting, name):
+    """Quality changes edges, not the subject: on the quickstart's photos every tier keeps the
+    same subject (on the cat close-up the aspect-preserving views alone pick an eye)."""
+    model_path("u2net")
+    rgb = np.asarray(Image.open(DATA / name).convert("RGB"))
+    masks = {q: matting.cutout(rgb, q).alpha > 0.5 for q in QUALITIES}
+    for quality in ("high", "medium"):
+        union = np.logical_or(masks[quality], masks["low"]).sum()
+        iou = np.logical_and(masks[quality], masks["low"]).sum() / union
+        assert iou >= 0.8, f"{name}: {quality} and low cut out different subjects (IoU {iou:.2f})"
