@@ -110,9 +110,8 @@ def main() -> int:
     import pandas as pd
 
     import bgcut_nb  # noqa: F401 - registers df.bgcut
-    from bgcut_nb.batch import default_workers
-    from bgcut_nb.local import LocalBackend
-    from bgcut_nb.remote import RemoteBackend
+    from bgcut_nb.backends.local import LocalBackend
+    from bgcut_nb.backends.remote import RemoteBackend
     from bgcut_nb.server.faults import FaultSpec
     from bgcut_nb.server.testing import ServerThread
 
@@ -135,7 +134,7 @@ def main() -> int:
             {KEY: 1e9}, root / "server", backend=engine, rate_limit=0, faults=faults
         ) as server:
             backend = RemoteBackend(KEY, server.base_url)
-            workers = args.workers or default_workers(backend)
+            workers = args.workers or backend.default_workers
             df = pd.DataFrame({"path": [str(p) for p in photos]})
 
             def measure(label: str, fn) -> None:

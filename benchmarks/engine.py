@@ -38,11 +38,11 @@ def main() -> int:
         print(f"no such image: {args.image} (pass --image)", file=sys.stderr)
         return 2
 
-    from bgcut_nb.engine import LocalEngine
-    from bgcut_nb.imaging import decode_image
-    from bgcut_nb.local import LocalBackend
-    from bgcut_nb.render import encode_image, render_image
-    from bgcut_nb.variants import SPEC_EXAMPLE_VARIANTS
+    from bgcut_nb.backends.local import LocalBackend
+    from bgcut_nb.contract.variants import SPEC_EXAMPLE_VARIANTS
+    from bgcut_nb.engine.imaging import decode_image
+    from bgcut_nb.engine.pipeline import LocalEngine
+    from bgcut_nb.engine.render import encode_image, render_image
 
     engine = LocalEngine()
     data = args.image.read_bytes()

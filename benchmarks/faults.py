@@ -29,8 +29,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bgcut_nb.pricing import DEFAULT_COSTS  # noqa: E402
-from bgcut_nb.remote import RemoteBackend, RetryPolicy  # noqa: E402
+from bgcut_nb.backends.remote import RemoteBackend, RetryPolicy  # noqa: E402
+from bgcut_nb.contract.pricing import DEFAULT_COSTS  # noqa: E402
 from bgcut_nb.server.faults import FaultSpec  # noqa: E402
 from bgcut_nb.server.keys import key_hash  # noqa: E402
 from bgcut_nb.server.testing import ServerThread  # noqa: E402

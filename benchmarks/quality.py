@@ -120,8 +120,8 @@ ABLATION = [
 
 def run_ablation(matting, pairs) -> tuple[list[dict], dict[str, float]]:
     """Scores of each ``ABLATION`` fusion (feathered like the high tier) and view seconds."""
-    from bgcut_nb.matting import HIGH_WORK_PIXELS, _mirrored, aspect_input_size, refine_high
-    from bgcut_nb.refine import resize_map, resize_rgb, working_size
+    from bgcut_nb.engine.matting import HIGH_WORK_PIXELS, _mirrored, aspect_input_size, refine_high
+    from bgcut_nb.engine.refine import resize_map, resize_rgb, working_size
 
     big = matting.segmenter("u2net", any_size=True)
     small = matting.segmenter("u2netp", any_size=True)
@@ -178,8 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"benchmark data not found at {args.data}", file=sys.stderr)
         return 2
 
-    from bgcut_nb.matting import Matting
-    from bgcut_nb.segmenter import default_threads
+    from bgcut_nb.engine.matting import Matting
+    from bgcut_nb.engine.segmenter import default_threads
 
     pairs = load_pairs(args.data, args.limit)
     matting = Matting(args.model_dir)

@@ -1,10 +1,9 @@
 """bgcut-nb: remove image backgrounds at dataset scale from Jupyter and pandas."""
 
-from . import accessor as _accessor  # noqa: F401 - registers df.bgcut and s.bgcut
-from .backend import Backend, ProcessResult, UploadResult
-from .batch import BatchError, BatchStoppedWarning
-from .cache import ReuseCache
-from .errors import (
+from .backends.local import LocalBackend
+from .backends.remote import APIConnectionError, RemoteBackend, RetryPolicy
+from .contract.backend import Backend, ProcessResult, UploadResult
+from .contract.errors import (
     APIError,
     AuthenticationError,
     BadRequestError,
@@ -16,15 +15,16 @@ from .errors import (
     PayloadTooLargeError,
     RateLimitError,
 )
-from .local import LocalBackend
-from .matting import Matting, matte
-from .pricing import DEFAULT_COSTS, CostTable
-from .remote import APIConnectionError, RemoteBackend, RetryPolicy
-from .variants import Variant, parse_variants
-
-__version__ = "0.1.0"
+from .contract.pricing import DEFAULT_COSTS, CostTable
+from .contract.variants import Variant, parse_variants
+from .core.version import __version__
+from .engine.matting import Matting, matte
+from .notebook import accessor as _accessor  # noqa: F401 - registers df.bgcut and s.bgcut
+from .notebook.batch import BatchError, BatchStoppedWarning
+from .notebook.cache import ReuseCache
 
 __all__ = [
+    "__version__",
     "APIConnectionError",
     "APIError",
     "AuthenticationError",

@@ -2,8 +2,8 @@
 
 * ``bgcut_photo(width, height, fmt)`` -> bytes of a synthetic product shot (a shaded orange
   ball on a pale studio background), for fast end-to-end tests.
-* ``bgcut_engine`` (session) -> one :class:`~bgcut_nb.local.LocalBackend` shared by the suite,
-  so models load once.
+* ``bgcut_engine`` (session) -> one :class:`~bgcut_nb.backends.local.LocalBackend` shared by
+  the suite, so models load once.
 * ``bgcut_server`` -> the project's v3 server (:class:`~bgcut_nb.server.testing.ServerThread`)
   on 127.0.0.1 over ``bgcut_engine``, key ``"test-key"`` with 100 credits, no rate limit.
 """
@@ -45,7 +45,7 @@ def bgcut_photo():
 @pytest.fixture(scope="session")
 def bgcut_engine(tmp_path_factory):
     """One LocalBackend for the whole session (models load once)."""
-    from bgcut_nb.local import LocalBackend
+    from bgcut_nb.backends.local import LocalBackend
 
     backend = LocalBackend(tmp_path_factory.mktemp("bgcut-engine"))
     yield backend

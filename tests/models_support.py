@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-from bgcut_nb.models import ensure_model
+from bgcut_nb.engine.models import ensure_model
 
 SOD_DEV = Path(__file__).resolve().parents[1].parent / "shared" / "bench" / "sod-dev"
 PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "bench" / "photos"

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bgcut_nb.engine import LocalEngine
-from bgcut_nb.local import LocalBackend
+from bgcut_nb.backends.local import LocalBackend
+from bgcut_nb.engine.pipeline import LocalEngine
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "data"

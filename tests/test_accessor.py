@@ -11,9 +11,9 @@ from PIL import Image
 
 import bgcut_nb  # noqa: F401 - registers the accessors
 from bgcut_nb import ReuseCache, Variant
-from bgcut_nb.accessor import infer_image_col, resolve_backend
-from bgcut_nb.local import LocalBackend
-from bgcut_nb.remote import RemoteBackend
+from bgcut_nb.backends.local import LocalBackend
+from bgcut_nb.backends.remote import RemoteBackend
+from bgcut_nb.notebook.accessor import infer_image_col, resolve_backend
 
 
 @pytest.fixture(autouse=True)

@@ -15,9 +15,9 @@ from PIL import Image
 
 import bgcut_nb  # noqa: F401 - registers df.bgcut
 from bgcut_nb import BatchError, BatchStoppedWarning, ModelUnavailableError, ReuseCache
-from bgcut_nb.batch import output_path, run_batch, safe_dirname
-from bgcut_nb.local import LocalBackend
-from bgcut_nb.variants import Variant
+from bgcut_nb.backends.local import LocalBackend
+from bgcut_nb.contract.variants import Variant
+from bgcut_nb.notebook.batch import output_path, run_batch, safe_dirname
 
 
 @pytest.fixture(autouse=True)

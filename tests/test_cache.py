@@ -6,22 +6,24 @@ import time
 
 import pytest
 
-from bgcut_nb.cache import (
-    DEFAULT_UPLOAD_TTL,
+from bgcut_nb.contract.wire import UPLOAD_LIFETIME, UPLOAD_REUSE_TTL
+from bgcut_nb.core.config import ApiKey
+from bgcut_nb.notebook.cache import (
     OutputRecord,
     ReuseCache,
     default_cache,
     sha256_bytes,
     sha256_file,
 )
-from bgcut_nb.config import ApiKey
 
 IMAGE = sha256_bytes(b"image bytes")
 VARIANT = '{"format":"png"}'
 
 
 def test_upload_ttl_is_shorter_than_the_services_two_hours(tmp_path):
-    assert 0 < DEFAULT_UPLOAD_TTL < 7200
+    assert UPLOAD_LIFETIME == 7200
+    assert 0 < UPLOAD_REUSE_TTL < UPLOAD_LIFETIME
+    assert ReuseCache(tmp_path).upload_ttl == UPLOAD_REUSE_TTL
     with pytest.raises(ValueError):
         ReuseCache(tmp_path, upload_ttl=7200)
     with pytest.raises(ValueError):

@@ -22,9 +22,10 @@ from bgcut_nb import (
     NotFoundError,
     RateLimitError,
 )
-from bgcut_nb.remote import PROCESS_PATH, UPLOAD_PATH, RemoteBackend, RetryPolicy
+from bgcut_nb.backends.remote import PROCESS_PATH, UPLOAD_PATH, RemoteBackend, RetryPolicy
+from bgcut_nb.contract.variants import SPEC_EXAMPLE_VARIANTS
+from bgcut_nb.contract.wire import UPLOAD_LIFETIME
 from bgcut_nb.server.testing import ServerThread
-from bgcut_nb.variants import SPEC_EXAMPLE_VARIANTS
 
 KEY = "conformance-key"
 FAST = RetryPolicy(retries=3, backoff=0.05, backoff_max=0.2)
@@ -53,7 +54,7 @@ class Harness:
         if self.kind == "local":
             if upload_ttl is None:
                 return self.engine
-            from bgcut_nb.local import LocalBackend
+            from bgcut_nb.backends.local import LocalBackend
 
             return self.stack.enter_context(
                 LocalBackend(self.tmp_path / f"engine{self._n}", upload_ttl=upload_ttl)
@@ -64,7 +65,7 @@ class Harness:
                 {KEY: credits, **(other_keys or {})},
                 self.tmp_path / f"server{self._n}",
                 backend=self.engine,
-                upload_ttl=upload_ttl or 7200.0,
+                upload_ttl=upload_ttl or UPLOAD_LIFETIME,
                 **server_opts,
             )
         )

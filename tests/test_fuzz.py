@@ -19,7 +19,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from bgcut_nb.local import LocalBackend
+from bgcut_nb.backends.local import LocalBackend
 from bgcut_nb.server import create_app
 from bgcut_nb.server.testing import ServerThread
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from bgcut_nb.errors import INVALID_IMAGE_DETAIL, InvalidImageError
-from bgcut_nb.imaging import decode_image, load_image
+from bgcut_nb.contract.errors import INVALID_IMAGE_DETAIL, InvalidImageError
+from bgcut_nb.engine.imaging import decode_image, load_image
 
 
 def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:

@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from bgcut_nb import BadRequestError, InvalidImageError, NotFoundError, Variant
-from bgcut_nb.engine import LocalEngine
-from bgcut_nb.local import LocalBackend, safe_filename
-from bgcut_nb.variants import SPEC_EXAMPLE_VARIANTS
+from bgcut_nb.backends.local import LocalBackend, safe_filename
+from bgcut_nb.contract.variants import SPEC_EXAMPLE_VARIANTS
+from bgcut_nb.engine.pipeline import LocalEngine
 
 
 class CountingEngine(LocalEngine):

@@ -10,8 +10,8 @@ import pytest
 from models_support import PHOTOS, model_path
 from PIL import Image
 
-from bgcut_nb.errors import BadRequestError, InvalidImageError
-from bgcut_nb.matting import QUALITIES, Cutout, Matting, matte
+from bgcut_nb.contract.errors import BadRequestError, InvalidImageError
+from bgcut_nb.engine.matting import QUALITIES, Cutout, Matting, matte
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -105,7 +105,7 @@ def test_tiers_differ_and_high_foreground_is_decontaminated(matting):
     assert not np.array_equal(medium.alpha, high.alpha)
     assert low.foreground is rgb or np.array_equal(low.foreground, rgb)
     # Well inside the subject the photo's colour is kept exactly; along the edge it is not.
-    from bgcut_nb.refine import box_mean
+    from bgcut_nb.engine.refine import box_mean
 
     interior = box_mean((high.alpha >= 0.999).astype(float), 4) >= 1.0
     assert interior.sum() > 1000

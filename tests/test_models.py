@@ -14,8 +14,8 @@ import pytest
 from models_support import model_path, serve_directory
 
 from bgcut_nb.cli import main as cli_main
-from bgcut_nb.errors import ModelUnavailableError
-from bgcut_nb.models import MODELS, ensure_model, resolve_sources, verify_file
+from bgcut_nb.contract.errors import ModelUnavailableError
+from bgcut_nb.engine.models import MODELS, ensure_model, resolve_sources, verify_file
 
 
 def _closed_port() -> int:

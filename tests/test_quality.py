@@ -20,7 +20,7 @@ import pytest
 from models_support import SOD_DEV, model_path
 from PIL import Image, ImageFilter
 
-from bgcut_nb.matting import Matting
+from bgcut_nb.engine.matting import Matting
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "quality.py"
 
@@ -145,7 +145,7 @@ def test_high_falls_back_to_u2netp_with_a_warning(tmp_path, monkeypatch, caplog)
     monkeypatch.setenv("BGCUT_MODEL_SOURCES", "none")
     rgb = np.zeros((64, 96, 3), np.uint8)
     rgb[16:48, 24:72] = (220, 180, 40)
-    with caplog.at_level(logging.WARNING, logger="bgcut_nb.matting"):
+    with caplog.at_level(logging.WARNING, logger="bgcut_nb.engine.matting"):
         cut = Matting(tmp_path).cutout(rgb, "high")
     assert cut.alpha.shape == (64, 96)
     assert any("falls back to u2netp" in r.getMessage() for r in caplog.records)

@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from bgcut_nb import APIError, BadRequestError, NotFoundError
-from bgcut_nb.remote import (
+from bgcut_nb.backends.remote import (
     IDEMPOTENCY_HEADER,
     APIConnectionError,
     RemoteBackend,

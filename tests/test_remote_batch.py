@@ -18,7 +18,7 @@ from notebook_support import LOW_VARIANTS, NEW_VARIANT, local_backend, make_phot
 
 import bgcut_nb  # noqa: F401 - registers the accessors
 from bgcut_nb import BatchError, BatchStoppedWarning, ReuseCache
-from bgcut_nb.remote import RemoteBackend
+from bgcut_nb.backends.remote import RemoteBackend
 from bgcut_nb.server import testing
 
 KEY = "sk-notebook-SECRET-7f3a9c"

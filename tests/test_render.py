@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from bgcut_nb import Variant
-from bgcut_nb.render import fit_within, render_variant, subject_bbox
+from bgcut_nb.engine.render import fit_within, render_variant, subject_bbox
 
 
 @dataclass

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from bgcut_nb import PayloadTooLargeError
-from bgcut_nb.remote import IDEMPOTENCY_HEADER, PROCESS_PATH, UPLOAD_PATH, RemoteBackend
+from bgcut_nb.backends.remote import IDEMPOTENCY_HEADER, PROCESS_PATH, UPLOAD_PATH, RemoteBackend
 from bgcut_nb.server.keys import key_hash, load_keys_file
 from bgcut_nb.server.testing import ServerThread
 

@@ -5,8 +5,8 @@ import pickle
 import pytest
 
 from bgcut_nb import BadRequestError, CostTable, Variant, parse_variants
-from bgcut_nb.errors import RateLimitError, error_for_status
-from bgcut_nb.variants import SPEC_EXAMPLE_VARIANTS
+from bgcut_nb.contract.errors import RateLimitError, error_for_status
+from bgcut_nb.contract.variants import SPEC_EXAMPLE_VARIANTS
 
 SPEC_EXAMPLE = [
     {"variant_name": "full", "max_resolution": 12000000, "format": "png", "quality": "high"},

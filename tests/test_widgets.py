@@ -13,7 +13,7 @@ from notebook_support import LOW_VARIANTS, local_backend, make_photos
 from PIL import Image
 
 import bgcut_nb  # noqa: F401 - registers the accessors
-from bgcut_nb.widgets import CHECKER_DARK, CHECKER_LIGHT, CHECKER_SQUARE, thumbnail
+from bgcut_nb.notebook.widgets import CHECKER_DARK, CHECKER_LIGHT, CHECKER_SQUARE, thumbnail
 
 
 def cards(viewer):

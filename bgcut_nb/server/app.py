@@ -25,13 +25,18 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .. import __version__
-from ..backend import Backend
-from ..config import resolve_storage_dir
-from ..errors import APIError, BadRequestError, PayloadTooLargeError, RateLimitError
-from ..pricing import DEFAULT_COSTS, CostTable
-from ..remote import IDEMPOTENCY_HEADER, IDEMPOTENCY_SUPPORT_HEADER, PROCESS_PATH, UPLOAD_PATH
-from ..variants import parse_variants
+from ..contract.backend import Backend
+from ..contract.errors import APIError, BadRequestError, PayloadTooLargeError, RateLimitError
+from ..contract.pricing import DEFAULT_COSTS, CostTable
+from ..contract.variants import parse_variants
+from ..contract.wire import (
+    IDEMPOTENCY_HEADER,
+    IDEMPOTENCY_SUPPORT_HEADER,
+    PROCESS_PATH,
+    UPLOAD_PATH,
+)
+from ..core.config import resolve_storage_dir
+from ..core.version import __version__
 from .ledger import Ledger
 from .schemas import ErrorResponse, ProcessRequest, ProcessResponse, UploadResponse
 from .service import FILES_PATH, ServerSettings, V3Service
@@ -162,7 +167,7 @@ def create_app(
     options = ServerSettings(**settings)
     storage = resolve_storage_dir(storage_dir)
     if backend is None:
-        from ..local import LocalBackend
+        from ..backends.local import LocalBackend
 
         backend = LocalBackend(
             storage / "engine", model_dir=model_dir, upload_ttl=options.upload_ttl, costs=costs

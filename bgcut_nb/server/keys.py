@@ -5,7 +5,7 @@ A keys file is a JSON object mapping each API key to its starting credit balance
     {"team-alice-7f3c9a": 500, "team-bob-19d2e4": 100.5}
 
 Keys never leave memory: the database and the logs hold :func:`key_hash` /
-:attr:`~bgcut_nb.config.ApiKey.fingerprint` only.
+:attr:`~bgcut_nb.core.config.ApiKey.fingerprint` only.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from ..config import ApiKey
+from ..core.config import ApiKey
 
 __all__ = ["key_hash", "load_keys_file", "normalise_keys"]
 

@@ -1,8 +1,8 @@
 """Request and response schemas of the v3 API, for the OpenAPI document.
 
-Validation itself is :class:`~bgcut_nb.variants.Variant`'s (the one rule set shared with the
-client and the local engine); these models only describe the same rules for documentation and
-for schema-driven fuzzing, which checks that the two agree.
+Validation itself is :class:`~bgcut_nb.contract.variants.Variant`'s (the one rule set shared
+with the client and the local engine); these models only describe the same rules for
+documentation and for schema-driven fuzzing, which checks that the two agree.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The v3 API's semantics on the server side, independent of HTTP.
 
 :class:`V3Service` puts accounts, credits, rate limits, upload ownership and expiry, signed file
-URLs and idempotent charging around any :class:`~bgcut_nb.backend.Backend` (the local engine).
+URLs and idempotent charging around any :class:`~bgcut_nb.contract.backend.Backend`
+(the local engine).
 The FastAPI layer in :mod:`bgcut_nb.server.app` only parses requests and formats answers.
 """
 
@@ -22,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from urllib.parse import quote, urlparse
 
-from ..backend import Backend
-from ..errors import (
+from ..contract.backend import Backend
+from ..contract.errors import (
     AuthenticationError,
     BadRequestError,
     InsufficientCreditsError,
@@ -31,8 +32,9 @@ from ..errors import (
     PayloadTooLargeError,
     RateLimitError,
 )
-from ..pricing import DEFAULT_COSTS, CostTable
-from ..variants import Variant
+from ..contract.pricing import DEFAULT_COSTS, CostTable
+from ..contract.variants import Variant
+from ..contract.wire import UPLOAD_LIFETIME
 from .keys import key_hash, normalise_keys
 from .ledger import Ledger
 from .ratelimit import TokenBucketLimiter
@@ -50,7 +52,7 @@ FILE_NOT_FOUND_DETAIL = "File not found or its URL has expired."
 class ServerSettings:
     """Tunable limits of the server (defaults follow the real service where it says)."""
 
-    upload_ttl: float = 7200.0
+    upload_ttl: float = UPLOAD_LIFETIME
     url_ttl: float = 3600.0
     rate_limit: float = 10.0
     burst: int = 20

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..backend import Backend
+from ..contract.backend import Backend
 from .faults import FaultProxy, FaultSpec
 
 __all__ = ["ServerThread"]
@@ -36,8 +36,8 @@ class ServerThread:
     """The v3 server (uvicorn) on ``127.0.0.1:<random port>`` in a daemon thread.
 
     ``api_keys`` maps keys to starting credits; ``backend`` defaults to a fresh
-    :class:`~bgcut_nb.local.LocalBackend` in ``storage_dir`` (default: a temporary directory
-    removed on exit). Other keyword arguments go to :func:`bgcut_nb.server.create_app`
+    :class:`~bgcut_nb.backends.local.LocalBackend` in ``storage_dir`` (default: a temporary
+    directory removed on exit). Other keyword arguments go to :func:`bgcut_nb.server.create_app`
     (``upload_ttl``, ``url_ttl``, ``rate_limit``, ``burst``, ``max_upload_bytes``, ``costs``,
     ...). With ``faults``, ``base_url`` points at a :class:`FaultProxy` in front of the server.
     """

@@ -1,8 +1,9 @@
 """Output variants: the spec's fields, defaults and validation rules.
 
 A :class:`Variant` is what one entry of ``output_variants`` says. It is built from and serialised
-to the API's JSON dicts, and validation raises :class:`~bgcut_nb.errors.BadRequestError` with the
-same cases the API answers 400 for, so a bad request fails before it costs anything.
+to the API's JSON dicts, and validation raises
+:class:`~bgcut_nb.contract.errors.BadRequestError` with the same cases the API answers 400 for, so a
+bad request fails before it costs anything.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ import ipywidgets as widgets
 import pandas as pd
 from PIL import Image
 
-from .accessor import ERROR_COL, infer_image_col
+from .columns import ERROR_COL, infer_image_col
 
 __all__ = ["preview", "gallery", "thumbnail", "ImageInfo", "CHECKER_LIGHT", "CHECKER_DARK"]
 

@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
     import bgcut_nb  # noqa: F401 - registers df.bgcut
 
-    from ..variants import SPEC_EXAMPLE_VARIANTS
+    from ..contract.variants import SPEC_EXAMPLE_VARIANTS
     from .process import _write_table, report
 
     table = args.data / "images.csv"

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from .errors import INVALID_IMAGE_DETAIL, InvalidImageError
+from ..contract.errors import INVALID_IMAGE_DETAIL, InvalidImageError
 
 __all__ = ["decode_image", "load_image", "DEFAULT_MAX_PIXELS", "SUPPORTED_FORMATS"]
 

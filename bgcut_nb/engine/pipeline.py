@@ -7,15 +7,15 @@ import os
 import numpy as np
 from PIL import Image
 
+from ..contract.variants import Variant
 from .matting import Cutout, Matting
 from .render import render_variant
-from .variants import Variant
 
 __all__ = ["LocalEngine"]
 
 
 class LocalEngine:
-    """Segmentation (through :class:`~bgcut_nb.matting.Matting`) plus rendering, in-process."""
+    """Segmentation (:class:`~bgcut_nb.engine.matting.Matting`) plus rendering, in-process."""
 
     def __init__(
         self, model_dir: str | os.PathLike[str] | None = None, matting: Matting | None = None

@@ -1,7 +1,7 @@
 """The backend contract: upload once, process into any number of variants, fetch outputs.
 
-:class:`Backend` is what the notebook layer talks to. :class:`~bgcut_nb.local.LocalBackend`
-implements it in-process over the embedded engine; :class:`~bgcut_nb.remote.RemoteBackend`
+:class:`Backend` is what the notebook layer talks to. :class:`~bgcut_nb.backends.local.LocalBackend`
+implements it in-process over the embedded engine; :class:`~bgcut_nb.backends.remote.RemoteBackend`
 implements it over HTTP against the BackgroundCut v3 API (or the project's own server).
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from .atomic import atomic_write_bytes
+from ..core.atomic import atomic_write_bytes
 from .errors import BadRequestError
 from .pricing import DEFAULT_COSTS, CostTable
 from .variants import Variant, parse_variants
@@ -88,11 +88,24 @@ class Backend(abc.ABC):
 
     #: Credit table used by :meth:`estimate_credits`.
     costs: CostTable = DEFAULT_COSTS
+    #: True when the work runs in this process (on this machine's CPUs), not behind HTTP.
+    is_local: bool = False
 
     @property
     @abc.abstractmethod
     def identity(self) -> str:
         """A stable, secret-free name of where work happens (used in cache keys)."""
+
+    @property
+    def key_fingerprint(self) -> str:
+        """A one-way fingerprint of the API key in use, ``""`` when there is none."""
+        return ""
+
+    @property
+    def default_workers(self) -> int:
+        """Rows a batch runs at once: the CPU count (at most 2) in-process, 8 over HTTP,
+        where the work is latency-bound."""
+        return min(2, os.cpu_count() or 1) if self.is_local else 8
 
     @abc.abstractmethod
     def upload_image(self, image: ImageInput) -> UploadResult:

@@ -26,13 +26,13 @@ from typing import Any
 
 import diskcache
 
-from .config import resolve_cache_dir
+from ..contract.wire import UPLOAD_LIFETIME, UPLOAD_REUSE_TTL
+from ..core.config import resolve_cache_dir
 
 __all__ = [
     "ReuseCache",
     "OutputRecord",
     "DEFAULT_SIZE_LIMIT",
-    "DEFAULT_UPLOAD_TTL",
     "sha256_bytes",
     "sha256_file",
 ]
@@ -40,7 +40,6 @@ __all__ = [
 #: Default size limit of the cache database (entries are small; the files live in ``out_dir``).
 DEFAULT_SIZE_LIMIT = 256 * 1024 * 1024
 #: Uploads live 2 hours on the service; trust a remembered one for 100 minutes at most.
-DEFAULT_UPLOAD_TTL = 100 * 60.0
 
 _UPLOAD = "upload"
 _OUTPUT = "output"
@@ -93,9 +92,9 @@ class ReuseCache:
         directory: str | os.PathLike[str] | None = None,
         *,
         size_limit: int = DEFAULT_SIZE_LIMIT,
-        upload_ttl: float = DEFAULT_UPLOAD_TTL,
+        upload_ttl: float = UPLOAD_REUSE_TTL,
     ) -> None:
-        if upload_ttl <= 0 or upload_ttl >= 7200:
+        if upload_ttl <= 0 or upload_ttl >= UPLOAD_LIFETIME:
             raise ValueError("upload_ttl must be positive and shorter than the 2-hour upload life")
         self.directory = resolve_cache_dir(directory)
         self.upload_ttl = float(upload_ttl)

@@ -8,7 +8,7 @@ Retry policy (:class:`RetryPolicy`):
 * ``429``, ``502``, ``503`` and ``504`` answers are retried up to ``retries`` times with jittered
   exponential backoff (0.5 s doubling, capped at 8 s). A ``Retry-After`` header is honoured up to
   ``retry_after_max`` (60 s); a longer one is raised at once as the mapped error
-  (:class:`~bgcut_nb.errors.RateLimitError` carrying ``retry_after`` for a 429).
+  (:class:`~bgcut_nb.contract.errors.RateLimitError` carrying ``retry_after`` for a 429).
 * Connection failures that happened before the request was sent (refused, DNS, connect timeout)
   are retried the same way.
 * ``400``/``401``/``402``/``404``/``413`` are never retried.
@@ -23,7 +23,7 @@ Retry policy (:class:`RetryPolicy`):
   the repeat is answered from the first call's result without a second charge. Override with
   ``retry_ambiguous_process=True/False``.
 
-The API key is held as :class:`~bgcut_nb.config.ApiKey`: it is sent only in the Authorization
+The API key is held as :class:`~bgcut_nb.core.config.ApiKey`: it is sent only in the Authorization
 header of API calls (never when fetching output URLs), and never appears in reprs, logs,
 exception text or pickles. Errors raised here never chain to ``requests`` exceptions, whose
 request objects hold the headers.
@@ -45,28 +45,29 @@ import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from .backend import Backend, ImageInput, ProcessResult, UploadResult, read_image_input
-from .config import ApiKey, resolve_api_base, resolve_api_key
-from .errors import (
+from ..contract.backend import Backend, ImageInput, ProcessResult, UploadResult, read_image_input
+from ..contract.errors import (
     APIError,
     AuthenticationError,
     BadRequestError,
     BgcutError,
     error_for_status,
 )
-from .pricing import DEFAULT_COSTS, CostTable
-from .variants import Variant, parse_variants
+from ..contract.pricing import DEFAULT_COSTS, CostTable
+from ..contract.variants import Variant, parse_variants
+from ..contract.wire import (
+    IDEMPOTENCY_HEADER,
+    IDEMPOTENCY_SUPPORT_HEADER,
+    PROCESS_PATH,
+    UPLOAD_PATH,
+)
+from ..core.config import ApiKey, resolve_api_base, resolve_api_key
+from ..core.version import __version__
 
 __all__ = ["RemoteBackend", "RetryPolicy", "APIConnectionError", "IDEMPOTENCY_HEADER"]
 
 log = logging.getLogger(__name__)
 
-UPLOAD_PATH = "/v3/remove-bg/upload-image/"
-PROCESS_PATH = "/v3/remove-bg/process-image/"
-#: Request header naming one logical ``process-image`` call across its retries.
-IDEMPOTENCY_HEADER = "Idempotency-Key"
-#: Response header by which a server says it deduplicates ``process-image`` on that key.
-IDEMPOTENCY_SUPPORT_HEADER = "Bgcut-Idempotency"
 _CHUNK = 64 * 1024
 
 
@@ -144,12 +145,13 @@ def _error_from_response(response: requests.Response) -> APIError:
 
 
 class RemoteBackend(Backend):
-    """The :class:`~bgcut_nb.backend.Backend` contract over the BackgroundCut v3 HTTP API.
+    """The :class:`~bgcut_nb.contract.backend.Backend` contract over the BackgroundCut v3 HTTP API.
 
     ``api_key`` and ``api_base`` default to ``BGCUT_API_KEY`` and ``BGCUT_API_BASE`` (else the
-    public service). Without a key, :class:`~bgcut_nb.errors.AuthenticationError` is raised at
-    construction, before anything is sent. Timeouts are the spec's: 60 s for an upload, 300 s
-    for processing, with a short ``connect_timeout``.
+    public service). Without a key,
+    :class:`~bgcut_nb.contract.errors.AuthenticationError` is raised at construction, before
+    anything is sent. Timeouts are the spec's: 60 s for an upload, 300 s for processing,
+    with a short ``connect_timeout``.
     """
 
     def __init__(
@@ -183,8 +185,6 @@ class RemoteBackend(Backend):
         self.costs = costs
         self._server_dedups_process = False
         self._session = requests.Session()
-        from . import __version__  # here, not at import: the package imports this module
-
         self._session.headers["User-Agent"] = f"bgcut-nb/{__version__}"
         # Retries are ours (see the module docstring), so the adapter itself never repeats.
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)

@@ -10,7 +10,7 @@ Importing :mod:`bgcut_nb` registers both accessors::
 ``.jpg``, ``.jpeg``, ``.webp``) or hold image bytes; with none or several such columns, pass it.
 ``backend=None`` picks the HTTP API when an API key is configured (``BGCUT_API_KEY``), else the
 embedded local engine; ``"local"`` or ``"remote"`` force one, or pass any
-:class:`~bgcut_nb.backend.Backend`.
+:class:`~bgcut_nb.contract.backend.Backend`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ from typing import Any
 
 import pandas as pd
 
-from .backend import Backend
+from ..contract.backend import Backend
+from ..contract.variants import Variant, parse_variants
+from ..core.config import resolve_api_base, resolve_api_key, resolve_storage_dir
 from .batch import (
     DEFAULT_OUT_DIR,
     BatchError,
@@ -31,13 +33,17 @@ from .batch import (
     Errors,
     _read_source,
     _RowError,
-    key_fingerprint,
     run_batch,
     upload_batch,
 )
 from .cache import ReuseCache, default_cache, sha256_bytes
-from .config import resolve_api_base, resolve_api_key, resolve_storage_dir
-from .variants import Variant, parse_variants
+from .columns import (
+    ERROR_COL,
+    META_KEY,
+    UNIQUE_FILENAME_COL,
+    frame_meta,
+    infer_image_col,
+)
 
 __all__ = [
     "BgcutFrameAccessor",
@@ -47,11 +53,6 @@ __all__ = [
     "UNIQUE_FILENAME_COL",
     "ERROR_COL",
 ]
-
-UNIQUE_FILENAME_COL = "bgcut_unique_filename"
-ERROR_COL = "bgcut_error"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
-_META = "bgcut"
 
 BackendLike = Backend | str | None
 CacheLike = ReuseCache | str | os.PathLike[str] | bool | None
@@ -78,13 +79,13 @@ def resolve_backend(backend: BackendLike = None) -> Backend:
                 raise ValueError("backend='remote' needs an API key: set BGCUT_API_KEY")
             memo = ("remote", resolve_api_base(), key.fingerprint)
             if memo not in _backends:
-                from .remote import RemoteBackend
+                from ..backends.remote import RemoteBackend
 
                 _backends[memo] = RemoteBackend(api_key=key, api_base=memo[1])
         else:
             memo = ("local", str(resolve_storage_dir()))
             if memo not in _backends:
-                from .local import LocalBackend
+                from ..backends.local import LocalBackend
 
                 _backends[memo] = LocalBackend(memo[1])
         return _backends[memo]
@@ -98,56 +99,6 @@ def resolve_cache(cache: CacheLike = None) -> ReuseCache | None:
     if isinstance(cache, ReuseCache):
         return cache
     return default_cache(None if cache in (None, True) else cache)
-
-
-def _looks_like_images(column: pd.Series) -> bool:
-    values = column.dropna().head(200)
-    if values.empty:
-        return False
-    if all(isinstance(v, (bytes, bytearray)) for v in values):
-        return True
-    if not all(isinstance(v, (str, os.PathLike)) for v in values):
-        return False
-    hits = sum(str(v).strip().lower().endswith(IMAGE_SUFFIXES) for v in values)
-    return hits * 2 >= len(values)
-
-
-def _meta(frame: pd.DataFrame) -> dict[str, Any]:
-    meta = frame.attrs.get(_META)
-    return meta if isinstance(meta, dict) else {}
-
-
-def _output_columns(names: Iterable[str]) -> list[str]:
-    columns = [UNIQUE_FILENAME_COL]
-    for name in names:
-        columns += [f"{name}_url", f"{name}_path"]
-    return [*columns, ERROR_COL]
-
-
-def infer_image_col(frame: pd.DataFrame) -> Hashable:
-    """The column of image paths: the one recorded by a previous run, else the only column
-    whose values look like image paths or bytes."""
-    meta = _meta(frame)
-    if meta.get("image_col") in frame.columns:
-        return meta["image_col"]
-    produced = set(_output_columns(v["variant_name"] for v in meta.get("variants", [])))
-    candidates = [
-        c
-        for c in frame.columns
-        if c not in produced
-        and not (isinstance(c, str) and c.endswith(("_path", "_url")) and c != "image_path")
-        and _looks_like_images(frame[c])
-    ]
-    if len(candidates) == 1:
-        return candidates[0]
-    if not candidates:
-        raise ValueError(
-            "bgcut: no column looks like image paths (.png/.jpg/.jpeg/.webp); "
-            "pass image_col='<column>'"
-        )
-    raise ValueError(
-        f"bgcut: several columns look like image paths {candidates!r}; pass image_col='<column>'"
-    )
 
 
 def _frame_from_result(
@@ -167,7 +118,7 @@ def _frame_from_result(
         out[f"{name}_url"] = [r.urls.get(name) for r in rows]
         out[f"{name}_path"] = [r.paths.get(name) for r in rows]
     out[ERROR_COL] = [r.error for r in rows]
-    out.attrs[_META] = {
+    out.attrs[META_KEY] = {
         "image_col": image_col,
         "base_dir": str(base_dir) if base_dir is not None else None,
         "out_dir": str(out_dir),
@@ -194,7 +145,7 @@ class _Common:
         parsed = parse_variants(variants)
         engine = resolve_backend(backend)
         store = resolve_cache(cache)
-        identity, fingerprint = engine.identity, key_fingerprint(engine)
+        identity, fingerprint = engine.identity, engine.key_fingerprint
         base = Path(base_dir).expanduser() if base_dir is not None else None
         total = 0.0
         for value in column.tolist():
@@ -245,8 +196,8 @@ class BgcutFrameAccessor(_Common):
         image paths resolve against ``base_dir`` (default: the current directory). Outputs
         already rendered (same image bytes, same variant settings, same backend) are reused
         from ``cache`` without any request; uploads are reused for new variants.
-        ``errors="raise"`` stops at the first bad row with :class:`~bgcut_nb.batch.BatchError`
-        (its ``.frame`` holds the finished rows).
+        ``errors="raise"`` stops at the first bad row with
+        :class:`~bgcut_nb.notebook.batch.BatchError` (its ``.frame`` holds the finished rows).
         """
         frame = self._frame
         col = infer_image_col(frame) if image_col is None else image_col
@@ -294,17 +245,17 @@ class BgcutFrameAccessor(_Common):
     def stats(self) -> dict[str, Any]:
         """Counts of the run that produced this DataFrame (rows done/cached/failed, uploads,
         process calls, outputs rendered/reused); empty if it did not come from ``process``."""
-        return dict(_meta(self._frame).get("stats", {}))
+        return dict(frame_meta(self._frame).get("stats", {}))
 
     def preview(self, **options: Any):
         """An ipywidgets viewer: one row at a time, the original and every variant side by side
-        (see :func:`bgcut_nb.widgets.preview`)."""
+        (see :func:`bgcut_nb.notebook.widgets.preview`)."""
         from .widgets import preview
 
         return preview(self._frame, **options)
 
     def gallery(self, variant: str | None = None, **options: Any):
-        """A thumbnail grid of one variant's outputs (see :func:`bgcut_nb.widgets.gallery`)."""
+        """A thumbnail grid of one variant's outputs (:func:`.widgets.gallery`)."""
         from .widgets import gallery
 
         return gallery(self._frame, variant, **options)
@@ -359,7 +310,7 @@ class BgcutSeriesAccessor(_Common):
             dtype=object,
         )
         out.attrs["bgcut_errors"] = [r.error for r in result.rows]
-        out.attrs[_META] = {"backend": engine.identity, "stats": result.stats.to_dict()}
+        out.attrs[META_KEY] = {"backend": engine.identity, "stats": result.stats.to_dict()}
         return out
 
     def estimate_credits(

@@ -25,8 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from bgcut_nb.errors import ModelUnavailableError
-    from bgcut_nb.models import DEFAULT_MODEL, MODELS, ensure_model, model_file, verify_file
+    from bgcut_nb.contract.errors import ModelUnavailableError
+    from bgcut_nb.engine.models import DEFAULT_MODEL, MODELS, ensure_model, model_file, verify_file
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     if args.models_command == "list":

@@ -36,9 +36,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .atomic import atomic_writer
-from .config import resolve_model_dir
-from .errors import ModelUnavailableError
+from ..contract.errors import ModelUnavailableError
+from ..core.atomic import atomic_writer
+from ..core.config import resolve_model_dir
 
 __all__ = [
     "MODELS",

@@ -16,7 +16,7 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
-from .variants import Variant
+from ..contract.variants import Variant
 
 __all__ = ["render_variant", "subject_bbox", "fit_within", "AUTOCROP_ALPHA_THRESHOLD"]
 

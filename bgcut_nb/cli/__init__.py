@@ -1,4 +1,4 @@
-"""The ``bgcut-nb`` command line: one subcommand per module in :mod:`bgcut_nb.commands`.
+"""The ``bgcut-nb`` command line: one subcommand per module of this package.
 
 Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and
 ``run(args) -> int``, and imports heavy or optional dependencies inside ``run`` only.
@@ -11,6 +11,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from ..core.version import __version__
+
 __all__ = ["main"]
 
 COMMANDS: tuple[str, ...] = ("quickstart", "process", "models", "serve")
@@ -20,9 +22,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bgcut-nb", description="Remove image backgrounds at dataset scale."
     )
+    parser.add_argument("--version", action="version", version=f"bgcut-nb {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
-        module = importlib.import_module(f"bgcut_nb.commands.{name}")
+        module = importlib.import_module(f"bgcut_nb.cli.{name}")
         cmd = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(cmd)
         cmd.set_defaults(_run=module.run)

@@ -27,18 +27,18 @@ from urllib.request import url2pathname
 import numpy as np
 from PIL import Image
 
-from .atomic import atomic_write_bytes, atomic_write_text
-from .backend import Backend, ImageInput, ProcessResult, UploadResult, read_image_input
-from .config import resolve_model_dir, resolve_storage_dir
-from .errors import NotFoundError
-from .imaging import DEFAULT_MAX_PIXELS, decode_image, sniff_format
-from .matting import Cutout
-from .pricing import DEFAULT_COSTS, CostTable
-from .variants import Variant, parse_variants
+from ..contract.backend import Backend, ImageInput, ProcessResult, UploadResult, read_image_input
+from ..contract.errors import NotFoundError
+from ..contract.pricing import DEFAULT_COSTS, CostTable
+from ..contract.variants import Variant, parse_variants
+from ..contract.wire import UPLOAD_LIFETIME
+from ..core.atomic import atomic_write_bytes, atomic_write_text
+from ..core.config import resolve_model_dir, resolve_storage_dir
+from ..engine.imaging import DEFAULT_MAX_PIXELS, decode_image, sniff_format
+from ..engine.matting import Cutout
 
 __all__ = ["LocalBackend", "safe_filename"]
 
-DEFAULT_UPLOAD_TTL = 2 * 60 * 60
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _CHUNK = 1 << 16
@@ -51,14 +51,16 @@ def safe_filename(name: str, fallback: str = "variant") -> str:
 
 
 class LocalBackend(Backend):
-    """The embedded local engine behind the :class:`~bgcut_nb.backend.Backend` contract."""
+    """The embedded local engine behind the :class:`~bgcut_nb.contract.backend.Backend` contract."""
+
+    is_local = True
 
     def __init__(
         self,
         storage_dir: str | os.PathLike[str] | None = None,
         *,
         model_dir: str | os.PathLike[str] | None = None,
-        upload_ttl: float = DEFAULT_UPLOAD_TTL,
+        upload_ttl: float = UPLOAD_LIFETIME,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         costs: CostTable = DEFAULT_COSTS,
         engine: Any = None,
@@ -87,11 +89,11 @@ class LocalBackend(Backend):
 
     @property
     def engine(self):
-        """The :class:`~bgcut_nb.engine.LocalEngine`, created (model loaded) on first use."""
+        """The engine (:class:`~bgcut_nb.engine.pipeline.LocalEngine`), loaded on first use."""
         if self._engine is None:
             with self._engine_lock:
                 if self._engine is None:
-                    from .engine import LocalEngine
+                    from ..engine.pipeline import LocalEngine
 
                     self._engine = LocalEngine(model_dir=self.model_dir)
         return self._engine

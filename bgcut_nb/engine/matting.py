@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import BadRequestError, ModelUnavailableError
+from ..contract.errors import BadRequestError, ModelUnavailableError
 from .models import ensure_model, get_spec
 from .refine import (
     box_mean,

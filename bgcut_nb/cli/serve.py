@@ -7,6 +7,8 @@ import logging
 import sys
 import threading
 
+from ..contract.wire import UPLOAD_LIFETIME
+
 HELP = "serve the BackgroundCut v3 API over the local engine (needs the 'server' extra)"
 
 
@@ -32,7 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     store.add_argument("--storage-dir", help="uploads, outputs and the SQLite database")
     store.add_argument("--db", help="SQLite database path (default: STORAGE_DIR/server.sqlite3)")
     store.add_argument("--model-dir", help="where the engine's model files live")
-    store.add_argument("--upload-ttl", type=float, default=7200.0, help="seconds (default: 2 h)")
+    store.add_argument(
+        "--upload-ttl", type=float, default=UPLOAD_LIFETIME, help="seconds (default: 2 h)"
+    )
     store.add_argument("--url-ttl", type=float, default=3600.0, help="output URL lifetime, s")
     store.add_argument("--rate-limit", type=float, default=10.0, help="requests/s per key (0: off)")
     store.add_argument("--burst", type=int, default=20, help="token-bucket size per key")

@@ -65,7 +65,7 @@ def _read_table(path: Path):
 def _write_table(frame, path: Path) -> None:
     import io
 
-    from bgcut_nb.atomic import atomic_write_bytes
+    from bgcut_nb.core.atomic import atomic_write_bytes
 
     if path.suffix.lower() in (".parquet", ".pq"):
         buffer = io.BytesIO()
@@ -86,9 +86,9 @@ def run(args: argparse.Namespace) -> int:
     import warnings
 
     import bgcut_nb  # noqa: F401 - registers df.bgcut
-    from bgcut_nb.batch import BatchError, BatchStoppedWarning
-    from bgcut_nb.errors import BgcutError
-    from bgcut_nb.variants import parse_variants
+    from bgcut_nb.contract.errors import BgcutError
+    from bgcut_nb.contract.variants import parse_variants
+    from bgcut_nb.notebook.batch import BatchError, BatchStoppedWarning
 
     try:
         variants = parse_variants(_read_variants(args.variants))

@@ -1,10 +1,10 @@
 """The batch runner behind ``df.bgcut.process``: many rows, a bounded pool, nothing done twice.
 
 For each row it reads the image, hashes it, serves every variant whose output is already on disk
-from the :class:`~bgcut_nb.cache.ReuseCache`, and sends one processing call with all the rest,
-re-using a remembered upload when there is one. A bad row gets its error and the batch carries
-on; 401, 402 and a missing model stop it early, keeping every finished row; Ctrl-C cancels what
-has not started, lets running rows finish into the cache, and a re-run resumes from there.
+from the :class:`~bgcut_nb.notebook.cache.ReuseCache`, and sends one processing call with all
+the rest, re-using a remembered upload when there is one. A bad row gets its error and the batch
+carries on; 401, 402 and a missing model stop it early, keeping every finished row; Ctrl-C cancels
+what has not started, lets running rows finish into the cache, and a re-run resumes from there.
 """
 
 from __future__ import annotations
@@ -22,17 +22,17 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from .atomic import atomic_writer
-from .backend import Backend
-from .cache import OutputRecord, ReuseCache, sha256_bytes, sha256_file
-from .errors import (
+from ..contract.backend import Backend
+from ..contract.errors import (
     AuthenticationError,
     BgcutError,
     InsufficientCreditsError,
     ModelUnavailableError,
     NotFoundError,
 )
-from .variants import Variant, parse_variants
+from ..contract.variants import Variant, parse_variants
+from ..core.atomic import atomic_writer
+from .cache import OutputRecord, ReuseCache, sha256_bytes, sha256_file
 
 __all__ = [
     "BatchError",
@@ -40,8 +40,6 @@ __all__ = [
     "BatchStats",
     "BatchStoppedWarning",
     "RowResult",
-    "default_workers",
-    "key_fingerprint",
     "output_path",
     "run_batch",
     "upload_batch",
@@ -155,25 +153,6 @@ def output_path(
     return dest
 
 
-def key_fingerprint(backend: Backend) -> str:
-    """The backend's API-key fingerprint (one-way), or ``""`` when it has no key."""
-    fingerprint = getattr(backend, "key_fingerprint", None)
-    if fingerprint is None:
-        key = getattr(backend, "api_key", None)
-        fingerprint = getattr(key, "fingerprint", None)
-    return str(fingerprint or "")
-
-
-def default_workers(backend: Backend) -> int:
-    """Threads per batch: 8 for HTTP backends (latency-bound), 2 for the local engine."""
-    hint = getattr(backend, "default_workers", None)
-    if isinstance(hint, int) and hint > 0:
-        return hint
-    if backend.identity.startswith("local:"):
-        return min(2, os.cpu_count() or 1)
-    return 8
-
-
 # -- one row -----------------------------------------------------------------------------------
 class _RowError(Exception):
     """A row-level failure with a message that names the cause."""
@@ -252,7 +231,7 @@ class _Runner:
         self.cache = cache
         self.base_dir = base_dir
         self.identity = backend.identity
-        self.fingerprint = key_fingerprint(backend)
+        self.fingerprint = backend.key_fingerprint
         self.stop = threading.Event()
         self.stats = BatchStats()
         self._lock = threading.Lock()
@@ -285,8 +264,8 @@ class _Runner:
             return self._image_locks.setdefault(image_sha, threading.Lock())
 
     def process_row(self, value: object) -> RowResult:
-        if self.stop.is_set():
-            raise _Stopped
+        # No stop check before the cache: a row whose outputs are all cached costs nothing and
+        # is served even after the batch stopped; paid work (upload, process) checks the flag.
         data, stem, source = _read_source(value, self.base_dir)
         image_sha = sha256_bytes(data)
         # Rows with the same bytes take turns, so the later ones find the outputs cached.
@@ -294,8 +273,6 @@ class _Runner:
             return self._process_image(data, stem, image_sha, source)
 
     def _process_image(self, data: bytes, stem: str, image_sha: str, source: str) -> RowResult:
-        if self.stop.is_set():
-            raise _Stopped
         row = RowResult()
         pending: list[tuple[Variant, Path]] = []
         for variant in self.variants:
@@ -366,8 +343,6 @@ class _Runner:
         return row
 
     def upload_row(self, value: object) -> RowResult:
-        if self.stop.is_set():
-            raise _Stopped
         data, stem, _ = _read_source(value, self.base_dir)
         filename = f"{_safe_stem(stem)}{Path(str(value)).suffix if stem != 'image' else ''}"
         unique_filename, reused = self._upload(data, sha256_bytes(data), filename)
@@ -480,107 +455,134 @@ def _run_pool(
     """Run ``work`` over the items on a bounded pool with progress, stop rules and Ctrl-C."""
     if errors not in ("coerce", "raise"):
         raise ValueError("errors must be 'coerce' or 'raise'")
-    workers = max_workers if max_workers is not None else default_workers(runner.backend)
+    workers = max_workers if max_workers is not None else runner.backend.default_workers
     if workers < 1:
         raise ValueError("max_workers must be at least 1")
-    stats = runner.stats
-    stats.rows = len(items)
-    rows: list[RowResult] = [RowResult() for _ in items]
-    failure: tuple[Hashable, BaseException] | None = None
-    started = time.perf_counter()
+    pool = _Pool(items, runner, work, errors)
+    pool.run(workers, progress, desc)
+    return pool.result()
 
-    from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(items), desc=desc, unit="row", disable=not progress, leave=True)
+class _Pool:
+    """One batch on a thread pool: submit in order, record each row, stop on a fatal error."""
 
-    def record(position: int, future: Future) -> None:
-        nonlocal failure
+    def __init__(
+        self,
+        items: list[tuple[Hashable, object]],
+        runner: _Runner,
+        work: Callable[[object], RowResult],
+        errors: Errors,
+    ) -> None:
+        self.items = items
+        self.runner = runner
+        self.work = work
+        self.errors = errors
+        self.stats = runner.stats
+        self.stats.rows = len(items)
+        self.rows: list[RowResult] = [RowResult() for _ in items]
+        self.failure: tuple[Hashable, BaseException] | None = None
+        self.bar: Any = None
+
+    def _stops_batch(self, exc: BaseException) -> bool:
+        return isinstance(exc, FATAL_ERRORS) or self.errors == "raise"
+
+    def _guarded(self, value: object) -> RowResult:
+        # Stop at once, in the worker, so no queued row starts paid work after a fatal error.
+        try:
+            return self.work(value)
+        except _Stopped:
+            raise
+        except Exception as exc:
+            if self._stops_batch(exc):
+                self.runner.stop.set()
+            raise
+
+    def _record(self, position: int, future: Future) -> None:
         try:
             row = future.result()
         except _Stopped:
             return
         except Exception as exc:  # a row's failure never takes the batch down
             row = RowResult(status="failed", error=_describe(exc))
-            if (isinstance(exc, FATAL_ERRORS) or errors == "raise") and failure is None:
-                failure = (items[position][0], exc)
-                runner.stop.set()
-        rows[position] = row
+            if self._stops_batch(exc) and self.failure is None:
+                self.failure = (self.items[position][0], exc)
+                self.runner.stop.set()
+        self.rows[position] = row
+        stats = self.stats
         setattr(stats, row.status, getattr(stats, row.status) + 1)
-        bar.update(1)
-        bar.set_postfix(done=stats.done, cached=stats.cached, failed=stats.failed, refresh=False)
+        self.bar.update(1)
+        self.bar.set_postfix(
+            done=stats.done, cached=stats.cached, failed=stats.failed, refresh=False
+        )
 
-    def guarded(value: object) -> RowResult:
-        # Stop at once, in the worker, so no queued row starts after a fatal error.
+    def run(self, workers: int, progress: bool, desc: str) -> None:
+        """Every item through the pool, at most ``2 * workers`` queued; Ctrl-C drains it."""
+        from tqdm.auto import tqdm
+
+        started = time.perf_counter()
+        self.bar = tqdm(total=len(self.items), desc=desc, unit="row", disable=not progress)
+        in_flight: dict[Future, int] = {}
+        executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bgcut")
         try:
-            return work(value)
-        except _Stopped:
-            raise
-        except Exception as exc:
-            if isinstance(exc, FATAL_ERRORS) or errors == "raise":
-                runner.stop.set()
-            raise
+            position = 0
+            while True:
+                while (
+                    position < len(self.items)
+                    and not self.runner.stop.is_set()
+                    and len(in_flight) < 2 * workers
+                ):
+                    in_flight[executor.submit(self._guarded, self.items[position][1])] = position
+                    position += 1
+                if not in_flight:
+                    break
+                finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    self._record(in_flight.pop(future), future)
+        except KeyboardInterrupt:
+            self._drain(in_flight)
+            raise KeyboardInterrupt(
+                f"bgcut: interrupted after {self.stats.done + self.stats.cached} of "
+                f"{self.stats.rows} rows; finished rows are cached, run the same call again "
+                "to resume"
+            ) from None
+        finally:
+            executor.shutdown(wait=True, cancel_futures=True)
+            self.stats.seconds = time.perf_counter() - started
+            s = self.stats
+            self.bar.set_postfix(done=s.done, cached=s.cached, failed=s.failed)
+            self.bar.close()
 
-    in_flight: dict[Future, int] = {}
-    executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bgcut")
-    interrupted = False
-    try:
-        next_position = 0
-        while True:
-            while (
-                next_position < len(items)
-                and not runner.stop.is_set()
-                and len(in_flight) < 2 * workers
-            ):
-                value = items[next_position][1]
-                in_flight[executor.submit(guarded, value)] = next_position
-                next_position += 1
-            if not in_flight:
-                break
-            finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-            for future in finished:
-                record(in_flight.pop(future), future)
-    except KeyboardInterrupt:
-        interrupted = True
-        runner.stop.set()
+    def _drain(self, in_flight: dict[Future, int]) -> None:
+        """After Ctrl-C: cancel what has not started, let running rows finish and record them."""
+        self.runner.stop.set()
         for future in in_flight:
             future.cancel()
         for future, position in in_flight.items():
             if not future.cancelled():
                 wait([future])
-                record(position, future)
-    finally:
-        executor.shutdown(wait=True, cancel_futures=True)
-        stats.seconds = time.perf_counter() - started
-        bar.set_postfix(done=stats.done, cached=stats.cached, failed=stats.failed)
-        bar.close()
+                self._record(position, future)
 
-    finished_rows = stats.done + stats.cached
-    if interrupted:
-        raise KeyboardInterrupt(
-            f"bgcut: interrupted after {finished_rows} of {stats.rows} rows; finished rows are "
-            "cached, run the same call again to resume"
-        )
-
-    stats.not_attempted = sum(row.status == "not_attempted" for row in rows)
-    if failure is not None:
-        label, exc = failure
+    def result(self) -> BatchResult:
+        """The rows in input order; warns (or raises :class:`BatchError`) if the batch stopped."""
+        stats = self.stats
+        stats.not_attempted = sum(row.status == "not_attempted" for row in self.rows)
+        result = BatchResult(variants=self.runner.variants, rows=self.rows, stats=stats)
+        if self.failure is None:
+            return result
+        label, exc = self.failure
         why = f"row {label!r} failed with {_describe(exc)}{_hint(exc)}"
         stats.stopped = f"stopped early: {why}"
-        for row in rows:
+        for row in self.rows:
             if row.status == "not_attempted":
                 row.error = f"not attempted: the batch stopped early because {why}"
-    result = BatchResult(variants=runner.variants, rows=rows, stats=stats)
-
-    if failure is not None:
-        label, exc = failure
         message = (
             f"bgcut: row {label!r} failed: {_describe(exc)}{_hint(exc)}. The batch stopped; "
-            f"{finished_rows} finished rows are kept (and cached), "
+            f"{stats.done + stats.cached} finished rows are kept (and cached), "
             f"{stats.not_attempted} rows were not attempted."
         )
-        if errors == "raise":
+        if self.errors == "raise":
             raise BatchError(message, row=label, result=result) from exc
         import warnings
 
-        warnings.warn(message, BatchStoppedWarning, stacklevel=3)
-    return result
+        warnings.warn(message, BatchStoppedWarning, stacklevel=4)
+        return result

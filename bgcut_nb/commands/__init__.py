@@ -1,1 +1,0 @@
-"""Subcommands of ``bgcut-nb`` (see :mod:`bgcut_nb.cli`)."""
