@@ -4,6 +4,8 @@
   ball on a pale studio background), for fast end-to-end tests.
 * ``bgcut_engine`` (session) -> one :class:`~bgcut_nb.backends.local.LocalBackend` shared by
   the suite, so models load once.
+* ``bgcut_isolated_env`` -> no ``BGCUT_API_KEY``/``BGCUT_API_BASE`` and a fresh
+  ``BGCUT_CACHE_DIR`` in the test's tmp dir (so the local engine is the default backend).
 * ``bgcut_server`` -> the project's v3 server (:class:`~bgcut_nb.server.testing.ServerThread`)
   on 127.0.0.1 over ``bgcut_engine``, key ``"test-key"`` with 100 credits, no rate limit.
 """
@@ -45,11 +47,19 @@ def bgcut_photo():
 @pytest.fixture(scope="session")
 def bgcut_engine(tmp_path_factory):
     """One LocalBackend for the whole session (models load once)."""
-    from bgcut_nb.backends.local import LocalBackend
+    from notebook_support import local_backend
 
-    backend = LocalBackend(tmp_path_factory.mktemp("bgcut-engine"))
+    backend = local_backend(tmp_path_factory.mktemp("bgcut-engine"))
     yield backend
     backend.close()
+
+
+@pytest.fixture
+def bgcut_isolated_env(tmp_path, monkeypatch):
+    """No API key or base from the environment, and a cache dir of the test's own."""
+    monkeypatch.delenv("BGCUT_API_KEY", raising=False)
+    monkeypatch.delenv("BGCUT_API_BASE", raising=False)
+    monkeypatch.setenv("BGCUT_CACHE_DIR", str(tmp_path / "cache"))
 
 
 @pytest.fixture

@@ -15,12 +15,7 @@ from bgcut_nb.backends.local import LocalBackend
 from bgcut_nb.backends.remote import RemoteBackend
 from bgcut_nb.notebook.accessor import infer_image_col, resolve_backend
 
-
-@pytest.fixture(autouse=True)
-def isolated_env(tmp_path, monkeypatch):
-    monkeypatch.delenv("BGCUT_API_KEY", raising=False)
-    monkeypatch.delenv("BGCUT_API_BASE", raising=False)
-    monkeypatch.setenv("BGCUT_CACHE_DIR", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("bgcut_isolated_env")
 
 
 @pytest.fixture

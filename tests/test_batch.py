@@ -19,11 +19,7 @@ from bgcut_nb.backends.local import LocalBackend
 from bgcut_nb.contract.variants import Variant
 from bgcut_nb.notebook.batch import output_path, run_batch, safe_dirname
 
-
-@pytest.fixture(autouse=True)
-def isolated_env(tmp_path, monkeypatch):
-    monkeypatch.delenv("BGCUT_API_KEY", raising=False)
-    monkeypatch.setenv("BGCUT_CACHE_DIR", str(tmp_path / "default-cache"))
+pytestmark = pytest.mark.usefixtures("bgcut_isolated_env")
 
 
 @pytest.fixture

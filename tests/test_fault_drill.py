@@ -7,7 +7,11 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pytest
+
 from bgcut_nb.server.faults import FAULT_KINDS
+
+pytestmark = pytest.mark.slow
 
 _PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "faults.py"
 _spec = importlib.util.spec_from_file_location("bgcut_fault_drill", _PATH)

@@ -125,3 +125,11 @@ def test_tiers_cut_out_the_same_subject(matting, name):
         union = np.logical_or(masks[quality], masks["low"]).sum()
         iou = np.logical_and(masks[quality], masks["low"]).sum() / union
         assert iou >= 0.8, f"{name}: {quality} and low cut out different subjects (IoU {iou:.2f})"
+
+
+def test_engines_in_one_process_share_one_session_per_model(matting):
+    """Two engines (say a server and a notebook's LocalBackend) hold the model once."""
+    other = Matting()
+    assert other is not matting
+    assert other.segmenter("u2netp") is matting.segmenter("u2netp")
+    assert other.segmenter("u2netp", any_size=True) is not other.segmenter("u2netp")

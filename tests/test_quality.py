@@ -22,6 +22,8 @@ from PIL import Image, ImageFilter
 
 from bgcut_nb.engine.matting import Matting
 
+pytestmark = pytest.mark.slow
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "quality.py"
 
 # Per tier (MAE, IoU, max F) floors on the subset, a little below what was measured there

@@ -24,11 +24,7 @@ from bgcut_nb.server import testing
 KEY = "sk-notebook-SECRET-7f3a9c"
 
 
-@pytest.fixture(autouse=True)
-def isolated_env(tmp_path, monkeypatch):
-    monkeypatch.delenv("BGCUT_API_KEY", raising=False)
-    monkeypatch.delenv("BGCUT_API_BASE", raising=False)
-    monkeypatch.setenv("BGCUT_CACHE_DIR", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("bgcut_isolated_env")
 
 
 @pytest.fixture

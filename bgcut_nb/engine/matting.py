@@ -46,7 +46,7 @@ from .refine import (
     resize_rgb,
     working_size,
 )
-from .segmenter import Segmenter
+from .segmenter import Segmenter, shared_segmenter
 
 __all__ = ["QUALITIES", "Cutout", "Matting", "matte"]
 
@@ -154,7 +154,9 @@ class Matting:
             seg = self._segmenters.get((name, any_size))
             if seg is None:
                 path = ensure_model(name, model_dir=self.model_dir)
-                seg = Segmenter(path, get_spec(name), threads=self.threads, any_size=any_size)
+                seg = shared_segmenter(
+                    path, get_spec(name), threads=self.threads, any_size=any_size
+                )
                 self._segmenters[name, any_size] = seg
             return seg
 

@@ -16,6 +16,7 @@ fixed-size one is kept for the tiers that only need the native size.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from PIL import Image
 
 from .models import ModelSpec
 
-__all__ = ["Segmenter", "default_threads"]
+__all__ = ["Segmenter", "default_threads", "shared_segmenter"]
 
 
 def default_threads() -> int:
@@ -117,3 +118,29 @@ def _free_spatial_dims(path: Path) -> bytes:
             dims[2].dim_param = "height"
             dims[3].dim_param = "width"
     return model.SerializeToString()
+
+
+_shared: dict[tuple[str, int, int | None, bool], Segmenter] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_segmenter(
+    model_path: str | os.PathLike[str],
+    spec: ModelSpec,
+    *,
+    threads: int | None = None,
+    any_size: bool = False,
+) -> Segmenter:
+    """The process-wide :class:`Segmenter` for this model file and settings.
+
+    Every engine in a process (several ``LocalBackend``s, a server next to a notebook) shares
+    one ONNX Runtime session per model: its weights and memory arena exist once, not per engine.
+    A file replaced on disk (another size) gets a new session.
+    """
+    path = Path(model_path).resolve()
+    key = (str(path), path.stat().st_size, threads, any_size)
+    with _shared_lock:
+        seg = _shared.get(key)
+        if seg is None:
+            seg = _shared[key] = Segmenter(path, spec, threads=threads, any_size=any_size)
+        return seg
