@@ -133,3 +133,12 @@ def test_huge_webp_sides_are_scaled_to_fit():
     )
     out = decode(render_variant(wide, Variant("v", format="webp")))
     assert max(out.size) <= 16383
+
+
+def test_png_transparent_pixels_carry_no_colour_and_visible_ones_are_exact(cut):
+    rgba = np.asarray(decode(render_variant(cut, Variant("cut", format="png"))))
+    alpha8 = np.rint(cut.alpha * 255).astype(np.uint8)
+    invisible, visible = alpha8 == 0, alpha8 > 0
+    assert invisible.any() and (rgba[invisible][:, :3] == 0).all()
+    assert (rgba[..., 3] == alpha8).all()
+    assert (rgba[visible][:, :3] == cut.foreground[visible]).all()
