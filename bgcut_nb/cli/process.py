@@ -54,10 +54,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+PARQUET_HINT = (
+    "Parquet needs the parquet extra: run `.venv/bin/pip install -e '.[parquet]'` "
+    "in the bgcut-nb checkout"
+)
+
+
+def _is_parquet(path: Path) -> bool:
+    return path.suffix.lower() in (".parquet", ".pq")
+
+
 def _read_table(path: Path):
     import pandas as pd
 
-    if path.suffix.lower() in (".parquet", ".pq"):
+    if _is_parquet(path):
         return pd.read_parquet(path)
     return pd.read_csv(path)
 
@@ -67,12 +77,18 @@ def _write_table(frame, path: Path) -> None:
 
     from bgcut_nb.core.atomic import atomic_write_bytes
 
-    if path.suffix.lower() in (".parquet", ".pq"):
+    if _is_parquet(path):
         buffer = io.BytesIO()
         frame.to_parquet(buffer)
         atomic_write_bytes(path, buffer.getvalue())
     else:
         atomic_write_bytes(path, frame.to_csv(index=False).encode("utf-8"))
+
+
+def _has_pyarrow() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("pyarrow") is not None
 
 
 def _read_variants(path: Path) -> list:
@@ -94,6 +110,9 @@ def run(args: argparse.Namespace) -> int:
         variants = parse_variants(_read_variants(args.variants))
     except (OSError, ValueError, BgcutError) as exc:
         print(f"bgcut-nb process: bad --variants file {args.variants}: {exc}", file=sys.stderr)
+        return 2
+    if (_is_parquet(args.input) or _is_parquet(args.output or Path())) and not _has_pyarrow():
+        print(f"bgcut-nb process: {PARQUET_HINT}", file=sys.stderr)
         return 2
     try:
         frame = _read_table(args.input)
