@@ -129,6 +129,29 @@ def test_estimate_credits_uses_the_cost_table_and_counts_done_rows_free(photos, 
     assert dict(cache.counters) == {"output_misses": 4, "upload_misses": 2}
 
 
+def test_estimate_charges_nothing_for_rows_that_will_fail(photos, backend, tmp_path):
+    gif = tmp_path / "anim.gif"
+    Image.new("RGB", (32, 24), "red").save(gif)
+    text = tmp_path / "notes.jpg"  # a text file with an image's name
+    text.write_text("not an image at all\n")
+    paths = [str(photos[0]), str(gif), str(text), str(tmp_path / "gone.png"), str(photos[1])]
+    df = pd.DataFrame({"path": paths}, index=["a", "gif", "txt", "gone", "b"])
+    kw = dict(backend=backend, cache=False)
+    with pytest.warns(bgcut_nb.EstimateWarning) as record:
+        assert df.bgcut.estimate_credits(LOW_VARIANTS, **kw) == 2 * 2.0
+    message = str(record[0].message)
+    assert message.startswith("bgcut: 3 rows cost nothing because they will fail: ")
+    assert "row 'gif': not a PNG, JPEG or WebP image" in message
+    assert "row 'txt': not a PNG, JPEG or WebP image" in message
+    assert f"row 'gone': file not found: {tmp_path / 'gone.png'}" in message
+    with pytest.warns(bgcut_nb.EstimateWarning, match="3 rows cost nothing"):
+        assert df["path"].bgcut.estimate_credits(LOW_VARIANTS, **kw) == 2 * 2.0
+    # ...and those are the rows process() fails, with exactly two processing calls
+    out = df.bgcut.process(LOW_VARIANTS, out_dir=tmp_path / "out", progress=False, **kw)
+    assert (out["bgcut_error"] != "").tolist() == [False, True, True, True, False]
+    assert out.bgcut.stats["process_calls"] == 2
+
+
 def test_series_accessor_process_and_upload(photos, backend, tmp_path):
     s = pd.Series([str(p) for p in photos] + [None], index=[5, 6, 7, 8], name="p")
     cache = ReuseCache(tmp_path / "c")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from collections.abc import Hashable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from typing import Any
 import pandas as pd
 
 from ..contract.backend import Backend
+from ..contract.formats import sniff_format
 from ..contract.variants import Variant, parse_variants
 from ..core.config import resolve_api_base, resolve_api_key, resolve_storage_dir
 from .batch import (
@@ -46,6 +48,7 @@ from .columns import (
 )
 
 __all__ = [
+    "EstimateWarning",
     "BgcutFrameAccessor",
     "BgcutSeriesAccessor",
     "resolve_backend",
@@ -57,8 +60,15 @@ __all__ = [
 BackendLike = Backend | str | None
 CacheLike = ReuseCache | str | os.PathLike[str] | bool | None
 
+#: Rows an estimate lists by name when it warns about rows that will fail (the rest are counted).
+_LISTED_ROWS = 5
+
 _backends: dict[tuple, Backend] = {}
 _backends_lock = threading.Lock()
+
+
+class EstimateWarning(UserWarning):
+    """``estimate_credits`` counted rows as free because they will fail before any charge."""
 
 
 def resolve_backend(backend: BackendLike = None) -> Backend:
@@ -148,11 +158,16 @@ class _Common:
         identity, fingerprint = engine.identity, engine.key_fingerprint
         base = Path(base_dir).expanduser() if base_dir is not None else None
         total = 0.0
-        for value in column.tolist():
+        free: list[str] = []
+        for label, value in column.items():
             try:
                 data, _, _ = _read_source(value, base)
-            except _RowError:
+            except _RowError as exc:
+                free.append(f"row {label!r}: {exc}")
                 continue  # a row that cannot be read fails before it costs anything
+            if sniff_format(data) is None:  # the API refuses it with a 400, free of charge
+                free.append(f"row {label!r}: not a PNG, JPEG or WebP image")
+                continue
             image_sha = sha256_bytes(data)
             pending = [
                 v
@@ -166,6 +181,14 @@ class _Common:
             total += engine.costs.process_cost(pending)
             if store is None or not store.peek_upload(identity, fingerprint, image_sha):
                 total += engine.costs.upload
+        if free:
+            listed = "; ".join(free[:_LISTED_ROWS])
+            more = f"; and {len(free) - _LISTED_ROWS} more" if len(free) > _LISTED_ROWS else ""
+            warnings.warn(
+                f"bgcut: {len(free)} rows cost nothing because they will fail: {listed}{more}",
+                EstimateWarning,
+                stacklevel=3,
+            )
         return total
 
 
@@ -235,7 +258,8 @@ class BgcutFrameAccessor(_Common):
         base_dir: str | os.PathLike[str] | None = None,
     ) -> float:
         """Credits ``process`` would spend: rows whose outputs are cached and intact are free,
-        and rows that cannot be read cost nothing (they fail before any request)."""
+        and rows that cannot be read or are not PNG/JPEG/WebP cost nothing (they fail before
+        any charge); an :class:`EstimateWarning` names those rows."""
         col = infer_image_col(self._frame) if image_col is None else image_col
         return self._estimate(
             self._frame[col], variants, backend=backend, cache=cache, base_dir=base_dir
@@ -320,7 +344,8 @@ class BgcutSeriesAccessor(_Common):
         cache: CacheLike = None,
         base_dir: str | os.PathLike[str] | None = None,
     ) -> float:
-        """Credits ``process`` would spend on this Series (cached rows are free)."""
+        """Credits ``process`` would spend on this Series (cached rows are free, rows that will
+        fail cost nothing and are named in an :class:`EstimateWarning`)."""
         return self._estimate(
             self._series, variants, backend=backend, cache=cache, base_dir=base_dir
         )
