@@ -71,8 +71,12 @@ def test_image_col_inference(tmp_path):
         infer_image_col(pd.DataFrame({"a": ["hello"], "n": [1]}))
     raw = pd.DataFrame({"blob": [b"\x89PNG..."], "n": [1]})
     assert infer_image_col(raw) == "blob"
-    with pytest.raises(KeyError, match="not a column"):
+    with pytest.raises(
+        KeyError, match="image_col 'nope' is not a column. Available columns: 'name'"
+    ):
         single.bgcut.process(LOW_VARIANTS, image_col="nope", progress=False)
+    # a frame without rows has nothing to look at: its only column is the image column
+    assert infer_image_col(pd.DataFrame({"path": pd.Series([], dtype=str)})) == "path"
 
 
 def test_reprocessing_a_result_frame_finds_the_original_column(photos, backend, tmp_path):

@@ -43,12 +43,15 @@ from .columns import (
     ERROR_COL,
     META_KEY,
     UNIQUE_FILENAME_COL,
+    ImageColumnError,
+    check_image_col,
     frame_meta,
     infer_image_col,
 )
 
 __all__ = [
     "EstimateWarning",
+    "ImageColumnError",
     "BgcutFrameAccessor",
     "BgcutSeriesAccessor",
     "resolve_backend",
@@ -223,9 +226,7 @@ class BgcutFrameAccessor(_Common):
         :class:`~bgcut_nb.notebook.batch.BatchError` (its ``.frame`` holds the finished rows).
         """
         frame = self._frame
-        col = infer_image_col(frame) if image_col is None else image_col
-        if col not in frame.columns:
-            raise KeyError(f"bgcut: image_col {col!r} is not a column of this DataFrame")
+        col = infer_image_col(frame) if image_col is None else check_image_col(frame, image_col)
         engine = resolve_backend(backend)
         store = resolve_cache(cache)
         target = Path(out_dir).expanduser().resolve()
@@ -260,7 +261,8 @@ class BgcutFrameAccessor(_Common):
         """Credits ``process`` would spend: rows whose outputs are cached and intact are free,
         and rows that cannot be read or are not PNG/JPEG/WebP cost nothing (they fail before
         any charge); an :class:`EstimateWarning` names those rows."""
-        col = infer_image_col(self._frame) if image_col is None else image_col
+        frame = self._frame
+        col = infer_image_col(frame) if image_col is None else check_image_col(frame, image_col)
         return self._estimate(
             self._frame[col], variants, backend=backend, cache=cache, base_dir=base_dir
         )
