@@ -123,7 +123,8 @@ def test_estimate_credits_uses_the_cost_table_and_counts_done_rows_free(photos, 
     cache = ReuseCache(tmp_path / "c")
     kw = dict(backend=backend, cache=cache)
     # 3 readable rows x (1 + 1 + 1.5); the missing file fails before it costs anything
-    assert df.bgcut.estimate_credits([*LOW_VARIANTS, autocrop], **kw) == 3 * 3.5
+    with pytest.warns(bgcut_nb.EstimateWarning, match="1 row costs nothing because it will fail"):
+        assert df.bgcut.estimate_credits([*LOW_VARIANTS, autocrop], **kw) == 3 * 3.5
     df.iloc[:2].bgcut.process(LOW_VARIANTS, out_dir=tmp_path / "out", progress=False, **kw)
     assert df.bgcut.estimate_credits(LOW_VARIANTS, **kw) == 1 * 2.0  # two rows are done
     assert df.bgcut.estimate_credits([*LOW_VARIANTS, autocrop], **kw) == 2 * 1.5 + 1 * 3.5

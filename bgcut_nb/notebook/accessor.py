@@ -188,7 +188,8 @@ class _Common:
             listed = "; ".join(free[:_LISTED_ROWS])
             more = f"; and {len(free) - _LISTED_ROWS} more" if len(free) > _LISTED_ROWS else ""
             warnings.warn(
-                f"bgcut: {len(free)} rows cost nothing because they will fail: {listed}{more}",
+                f"bgcut: {len(free)} {'row costs' if len(free) == 1 else 'rows cost'} nothing "
+                f"because {'it' if len(free) == 1 else 'they'} will fail: {listed}{more}",
                 EstimateWarning,
                 stacklevel=3,
             )
