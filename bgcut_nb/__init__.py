@@ -20,6 +20,7 @@ from .contract.variants import Variant, parse_variants
 from .core.version import __version__
 from .engine.matting import Matting, matte
 from .notebook import accessor as _accessor  # noqa: F401 - registers df.bgcut and s.bgcut
+from .notebook.accessor import EstimateWarning
 from .notebook.batch import BatchError, BatchStoppedWarning
 from .notebook.cache import ReuseCache
 
@@ -35,6 +36,7 @@ __all__ = [
     "BgcutError",
     "CostTable",
     "DEFAULT_COSTS",
+    "EstimateWarning",
     "InsufficientCreditsError",
     "InvalidImageError",
     "LocalBackend",

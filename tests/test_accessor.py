@@ -66,8 +66,12 @@ def test_image_col_inference(tmp_path):
         infer_image_col(pd.DataFrame({"a": ["hello"], "n": [1]}))
     raw = pd.DataFrame({"blob": [b"\x89PNG..."], "n": [1]})
     assert infer_image_col(raw) == "blob"
-    with pytest.raises(KeyError, match="not a column"):
+    with pytest.raises(
+        KeyError, match="image_col 'nope' is not a column. Available columns: 'name'"
+    ):
         single.bgcut.process(LOW_VARIANTS, image_col="nope", progress=False)
+    # a frame without rows has nothing to look at: its only column is the image column
+    assert infer_image_col(pd.DataFrame({"path": pd.Series([], dtype=str)})) == "path"
 
 
 def test_reprocessing_a_result_frame_finds_the_original_column(photos, backend, tmp_path):
@@ -114,7 +118,8 @@ def test_estimate_credits_uses_the_cost_table_and_counts_done_rows_free(photos, 
     cache = ReuseCache(tmp_path / "c")
     kw = dict(backend=backend, cache=cache)
     # 3 readable rows x (1 + 1 + 1.5); the missing file fails before it costs anything
-    assert df.bgcut.estimate_credits([*LOW_VARIANTS, autocrop], **kw) == 3 * 3.5
+    with pytest.warns(bgcut_nb.EstimateWarning, match="1 row costs nothing because it will fail"):
+        assert df.bgcut.estimate_credits([*LOW_VARIANTS, autocrop], **kw) == 3 * 3.5
     df.iloc[:2].bgcut.process(LOW_VARIANTS, out_dir=tmp_path / "out", progress=False, **kw)
     assert df.bgcut.estimate_credits(LOW_VARIANTS, **kw) == 1 * 2.0  # two rows are done
     assert df.bgcut.estimate_credits([*LOW_VARIANTS, autocrop], **kw) == 2 * 1.5 + 1 * 3.5
@@ -122,6 +127,29 @@ def test_estimate_credits_uses_the_cost_table_and_counts_done_rows_free(photos, 
     assert df.bgcut.estimate_credits(LOW_VARIANTS, backend=backend, cache=False) == 3 * 2.0
     # only process() counted its lookups (2 rows x 2 variants, 2 uploads); estimates did not
     assert dict(cache.counters) == {"output_misses": 4, "upload_misses": 2}
+
+
+def test_estimate_charges_nothing_for_rows_that_will_fail(photos, backend, tmp_path):
+    gif = tmp_path / "anim.gif"
+    Image.new("RGB", (32, 24), "red").save(gif)
+    text = tmp_path / "notes.jpg"  # a text file with an image's name
+    text.write_text("not an image at all\n")
+    paths = [str(photos[0]), str(gif), str(text), str(tmp_path / "gone.png"), str(photos[1])]
+    df = pd.DataFrame({"path": paths}, index=["a", "gif", "txt", "gone", "b"])
+    kw = dict(backend=backend, cache=False)
+    with pytest.warns(bgcut_nb.EstimateWarning) as record:
+        assert df.bgcut.estimate_credits(LOW_VARIANTS, **kw) == 2 * 2.0
+    message = str(record[0].message)
+    assert message.startswith("bgcut: 3 rows cost nothing because they will fail: ")
+    assert "row 'gif': not a PNG, JPEG or WebP image" in message
+    assert "row 'txt': not a PNG, JPEG or WebP image" in message
+    assert f"row 'gone': file not found: {tmp_path / 'gone.png'}" in message
+    with pytest.warns(bgcut_nb.EstimateWarning, match="3 rows cost nothing"):
+        assert df["path"].bgcut.estimate_credits(LOW_VARIANTS, **kw) == 2 * 2.0
+    # ...and those are the rows process() fails, with exactly two processing calls
+    out = df.bgcut.process(LOW_VARIANTS, out_dir=tmp_path / "out", progress=False, **kw)
+    assert (out["bgcut_error"] != "").tolist() == [False, True, True, True, False]
+    assert out.bgcut.stats["process_calls"] == 2
 
 
 def test_series_accessor_process_and_upload(photos, backend, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import _thread
+import os
 import shutil
 import threading
 import time
@@ -235,6 +236,63 @@ def test_errors_raise_names_the_row_and_keeps_finished_rows(photos, backend, cac
     assert frame.loc[10, "bgcut_error"] == "" and Path(frame.loc[10, "cut_path"]).is_file()
     assert frame.loc[11, "bgcut_error"].startswith("file not found")
     assert frame.loc[12, "bgcut_error"].startswith("not attempted: the batch stopped early")
+
+
+class _HeldPath(os.PathLike):
+    """A path whose row waits (after the runner has taken it) until ``release`` is set."""
+
+    def __init__(self, path: Path, release: threading.Event) -> None:
+        self.path, self.release = path, release
+
+    def __fspath__(self) -> str:
+        self.release.wait(60)  # never hangs the suite; in the passing order it is set at once
+        return str(self.path)
+
+
+class _Unreadable(OSError):
+    """A row's failure that opens ``release`` once the batch reports it (stop is set by then)."""
+
+    def __init__(self, release: threading.Event) -> None:
+        super().__init__("this row cannot be read")
+        self.release = release
+
+    def __str__(self) -> str:
+        self.release.set()
+        return super().__str__()
+
+
+class _UnreadablePath(os.PathLike):
+    def __init__(self, release: threading.Event) -> None:
+        self.release = release
+
+    def __fspath__(self) -> str:
+        raise _Unreadable(self.release)
+
+
+def test_errors_raise_still_serves_cached_rows_before_the_bad_one(photos, backend, cache, tmp_path):
+    """A fully cached row costs nothing: a later row's failure never marks it not attempted."""
+    out_dir = tmp_path / "out"
+    run(frame_of(photos[:3]), LOW_VARIANTS, backend, cache, out_dir)
+    rows = [str(p) for p in photos[:3]] + [str(tmp_path / "gone.jpg")]
+    with pytest.raises(BatchError, match="row 3 failed: file not found") as info:
+        run(pd.DataFrame({"path": rows}), LOW_VARIANTS, backend, cache, out_dir,
+            errors="raise", max_workers=2)  # fmt: skip
+    frame, stats = info.value.frame, info.value.result.stats
+    assert frame["bgcut_error"].tolist()[:3] == ["", "", ""]
+    assert (stats.cached, stats.failed, stats.not_attempted) == (3, 1, 0)
+
+    # The same with the order pinned: the third row is still being read when the bad row's
+    # failure has stopped the batch (its reader waits until the failure is reported).
+    release = threading.Event()
+    held = [photos[0], photos[1], _HeldPath(photos[2], release), _UnreadablePath(release)]
+    with pytest.raises(BatchError, match="row 3 failed: _Unreadable") as info:
+        run(pd.DataFrame({"path": held}), LOW_VARIANTS, backend, cache, out_dir,
+            errors="raise", max_workers=2)  # fmt: skip
+    frame, stats = info.value.frame, info.value.result.stats
+    assert frame["bgcut_error"].tolist()[:3] == ["", "", ""], frame["bgcut_error"].tolist()
+    assert (stats.cached, stats.failed, stats.not_attempted) == (3, 1, 0)
+    assert all(Path(p).is_file() for p in frame["cut_path"][:3])
+    assert stats.uploads == stats.process_calls == 0
 
 
 def test_missing_model_stops_early_and_says_why(photos, cache, tmp_path, monkeypatch):

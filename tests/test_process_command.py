@@ -71,8 +71,59 @@ def test_process_usage_errors(job, capsys):
     assert main(["process", str(csv), "--variants", str(bad), "--out", str(tmp_path)]) == 2
     assert "invalid format 'gif'" in capsys.readouterr().err
     argv = ["process", str(csv), "--variants", str(variants), "--out", str(tmp_path / "o")]
-    assert main([*argv, "--image-col", "nope"]) == 2
-    assert "'nope' is not a column" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:  # argparse's own usage error
+        main([*argv, "--workers", "0"])
+    assert info.value.code == 2
+    assert "--workers: must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_image_column_messages_speak_command_line(job, capsys):
+    """The accessor's hints name image_col=...; the command line names --image-col instead."""
+    tmp_path, csv, variants = job
+    argv = ["process", "--variants", str(variants), "--out", str(tmp_path / "o"), "--no-progress"]
+    assert main([*argv, str(csv), "--image-col", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"bgcut-nb process: {csv}: --image-col 'nope' is not a column. ")
+    assert err.rstrip().endswith("Available columns: 'sku', 'image'")
+    two = tmp_path / "two.csv"
+    pd.DataFrame({"front": ["a.jpg"], "back": ["b.png"], "n": [1]}).to_csv(two, index=False)
+    assert main([*argv, str(two)]) == 2
+    err = capsys.readouterr().err
+    assert "several columns look like image paths ['front', 'back']; pass --image-col COLUMN" in err
+    assert "Available columns: 'front', 'back', 'n'" in err
+    none = tmp_path / "none.csv"
+    pd.DataFrame({"sku": ["a"], "n": [1]}).to_csv(none, index=False)
+    assert main([*argv, str(none)]) == 2
+    err = capsys.readouterr().err
+    assert "no column looks like image paths (.png/.jpg/.jpeg/.webp); pass --image-col" in err
+    assert "image_col=" not in err
+    assert "--backend remote needs BGCUT_API_KEY" in run_cli(argv, csv, "--backend", "remote")
+
+
+def run_cli(argv: list[str], *more: str) -> str:
+    """``bgcut-nb`` as a user runs it (the console script); returns stderr, asserting status 2."""
+    exe = Path(sys.executable).with_name("bgcut-nb")
+    command = [str(exe)] if exe.exists() else [sys.executable, "-m", "bgcut_nb"]
+    env = {k: v for k, v in os.environ.items() if k != "BGCUT_API_KEY"}
+    args = [*command, argv[0], *map(str, more), *argv[1:]]
+    result = subprocess.run(args, capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 2, result.stderr
+    return result.stderr
+
+
+def test_a_table_with_a_header_and_no_rows_succeeds(job, capsys):
+    tmp_path, _, variants = job
+    empty = tmp_path / "empty.csv"
+    empty.write_text("path\n")
+    out = tmp_path / "o"
+    assert main(["process", str(empty), "--variants", str(variants), "--out", str(out)]) == 0
+    assert "0 rows: 0 done, 0 cached, 0 failed, 0 not attempted" in capsys.readouterr().err
+    table = pd.read_csv(out / "results.csv")
+    assert len(table) == 0
+    assert list(table.columns) == [
+        "path", "bgcut_unique_filename", "cut_url", "cut_path", "white_url", "white_path",
+        "bgcut_error",
+    ]  # fmt: skip
 
 
 def test_process_errors_raise_stops_at_the_bad_row(job, capsys):

@@ -47,3 +47,37 @@ def test_ruff_format_is_clean():
         [*ruff(), "format", "--check", str(ROOT)], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+#: ``pip install`` and its arguments, up to the end of the line or of a Markdown code span.
+_PIP_INSTALL = re.compile(r"pip3?\s+install((?:[ \t]+[^\s`]+)+)")
+#: A requirement that names this project (from the index): ``bgcut-nb``, ``bgcut_nb[server]``...
+_FROM_INDEX = re.compile(r"^bgcut[-_.]nb(\[[^\]]*\])?([<>=!~;@].*)?$", re.I)
+
+
+def index_installs(text: str) -> list[str]:
+    """Every ``pip install`` in ``text`` that asks the package index for bgcut-nb."""
+    found = []
+    for match in _PIP_INSTALL.finditer(text):
+        tokens = [t.strip("'\"(),;") for t in match.group(1).split()]
+        if any(_FROM_INDEX.match(t) for t in tokens):
+            found.append(match.group(0).strip())
+    return found
+
+
+def test_the_checker_tells_an_index_install_from_a_checkout_install():
+    assert index_installs('run pip install "bgcut-nb[server]" first')
+    assert index_installs("`pip install 'bgcut_nb'`; python -m pip install -U bgcut-nb==0.1")
+    assert index_installs('.venv/bin/pip install -e ".[server]" and pip install pyarrow') == []
+
+
+def test_no_message_tells_users_to_install_bgcut_nb_from_the_index():
+    """bgcut-nb is not on the package index: install hints must point at the checkout."""
+    files = [*ROOT.glob("**/README.md"), *ROOT.glob("notebooks/*.ipynb")]
+    files += [*(ROOT / "bgcut_nb").rglob("*.py"), *(ROOT / "benchmarks").rglob("*.py")]
+    wrong = {
+        str(path.relative_to(ROOT)): hits
+        for path in files
+        if ".venv" not in path.parts and (hits := index_installs(path.read_text()))
+    }
+    assert not wrong, wrong

@@ -89,6 +89,14 @@ def test_uploads_over_the_limit_are_413_and_not_retried(server):
             b'{"unique_filename": "x", "output_variants": [{"variant_name": "a", "format": 1}]}',
             "format",
         ),
+        (
+            b'{"unique_filename": "x", "output_variants": [{"variant_name": "a", "fromat": 1}]}',
+            "Variant 'a': unknown field(s) ['fromat']; did you mean 'format'?",
+        ),
+        (
+            b'{"unique_filename": "x", "output_variants": [{"variant_name": "a", "format": "jp"}]}',
+            "invalid format 'jp'. Options: png, jpg, webp; did you mean 'jpg'?",
+        ),
     ],
 )
 def test_malformed_process_requests_are_400_with_a_detail(server, body, detail):

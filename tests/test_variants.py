@@ -93,6 +93,38 @@ def test_invalid_variants_are_400(data, needle):
     assert needle in str(info.value.detail)
 
 
+@pytest.mark.parametrize(
+    ("data", "detail"),
+    [
+        ({"fromat": "png"}, "unknown field(s) ['fromat']; did you mean 'format'?"),
+        ({"format": "jpeg"}, "invalid format 'jpeg'. Options: png, jpg, webp; did you mean 'jpg'?"),
+        ({"format": "PNG"}, "invalid format 'PNG'. Options: png, jpg, webp; did you mean 'png'?"),
+        (
+            {"quality": "hihg"},
+            "invalid quality 'hihg'. Options: high, medium, low; did you mean 'high'?",
+        ),
+        (
+            {"autocorp": True, "backgroundcolor": "#fff", "zzz": 1},
+            "unknown field(s) ['autocorp', 'backgroundcolor', 'zzz']; did you mean 'autocrop' "
+            "for 'autocorp', 'background_color' for 'backgroundcolor'?",
+        ),
+    ],
+)
+def test_near_misses_say_what_was_meant(data, detail):
+    with pytest.raises(BadRequestError) as info:
+        Variant.from_dict({"variant_name": "x", **data})
+    assert info.value.detail == f"Variant 'x': {detail}"
+
+
+@pytest.mark.parametrize(
+    "data", [{"format": "gif"}, {"format": 1}, {"quality": "ultra"}, {"colour": "#fff"}]
+)
+def test_no_suggestion_without_a_near_miss(data):
+    with pytest.raises(BadRequestError) as info:
+        Variant.from_dict({"variant_name": "x", **data})
+    assert "did you mean" not in info.value.detail
+
+
 def test_duplicate_names_and_empty_list_are_400():
     with pytest.raises(BadRequestError, match="Duplicate variant_name: 'a'"):
         parse_variants([{"variant_name": "a"}, {"variant_name": "a", "format": "jpg"}])

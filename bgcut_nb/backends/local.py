@@ -29,12 +29,13 @@ from PIL import Image
 
 from ..contract.backend import Backend, ImageInput, ProcessResult, UploadResult, read_image_input
 from ..contract.errors import NotFoundError
+from ..contract.formats import sniff_format
 from ..contract.pricing import DEFAULT_COSTS, CostTable
 from ..contract.variants import Variant, parse_variants
 from ..contract.wire import UPLOAD_LIFETIME
 from ..core.atomic import atomic_write_bytes, atomic_write_text
 from ..core.config import resolve_model_dir, resolve_storage_dir
-from ..engine.imaging import DEFAULT_MAX_PIXELS, decode_image, sniff_format
+from ..engine.imaging import DEFAULT_MAX_PIXELS, decode_image
 from ..engine.matting import Cutout
 
 __all__ = ["LocalBackend", "safe_filename"]
@@ -105,7 +106,7 @@ class LocalBackend(Backend):
         decoded = decode_image(data, max_pixels=self.max_pixels)
         unique_filename = str(uuid.uuid4())
         folder = self._folder(unique_filename)
-        ext = sniff_format(data[:16]) or "img"
+        ext = sniff_format(data) or "img"
         atomic_write_bytes(folder / f"input.{ext}", data)
         meta = {
             "created": time.time(),

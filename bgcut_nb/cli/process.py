@@ -16,6 +16,16 @@ from pathlib import Path
 HELP = "process a CSV/Parquet of image paths into variants (same cache as df.bgcut.process)"
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", type=Path, help="CSV or Parquet file with a column of paths")
     parser.add_argument(
@@ -33,7 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help="results table, .csv or .parquet (default: OUT/results.csv)",
     )
-    parser.add_argument("--workers", type=int, help="parallel rows (default: 8 remote, 2 local)")
+    parser.add_argument(
+        "--workers", type=_positive_int, help="parallel rows (default: 8 remote, 2 local)"
+    )
     parser.add_argument("--cache-dir", type=Path, help="reuse cache (default: BGCUT_CACHE_DIR)")
     parser.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
     parser.add_argument(
@@ -54,10 +66,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+PARQUET_HINT = (
+    "Parquet needs the parquet extra: run `.venv/bin/pip install -e '.[parquet]'` "
+    "in the bgcut-nb checkout"
+)
+
+
+#: How ``ImageColumnError.explain`` names the option on the command line.
+IMAGE_COL = ("--image-col", "pass --image-col COLUMN")
+
+
+def _is_parquet(path: Path) -> bool:
+    return path.suffix.lower() in (".parquet", ".pq")
+
+
 def _read_table(path: Path):
     import pandas as pd
 
-    if path.suffix.lower() in (".parquet", ".pq"):
+    if _is_parquet(path):
         return pd.read_parquet(path)
     return pd.read_csv(path)
 
@@ -67,12 +93,18 @@ def _write_table(frame, path: Path) -> None:
 
     from bgcut_nb.core.atomic import atomic_write_bytes
 
-    if path.suffix.lower() in (".parquet", ".pq"):
+    if _is_parquet(path):
         buffer = io.BytesIO()
         frame.to_parquet(buffer)
         atomic_write_bytes(path, buffer.getvalue())
     else:
         atomic_write_bytes(path, frame.to_csv(index=False).encode("utf-8"))
+
+
+def _has_pyarrow() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("pyarrow") is not None
 
 
 def _read_variants(path: Path) -> list:
@@ -88,17 +120,25 @@ def run(args: argparse.Namespace) -> int:
     import bgcut_nb  # noqa: F401 - registers df.bgcut
     from bgcut_nb.contract.errors import BgcutError
     from bgcut_nb.contract.variants import parse_variants
+    from bgcut_nb.core.config import resolve_api_key
     from bgcut_nb.notebook.batch import BatchError, BatchStoppedWarning
+    from bgcut_nb.notebook.columns import ImageColumnError
 
     try:
         variants = parse_variants(_read_variants(args.variants))
     except (OSError, ValueError, BgcutError) as exc:
         print(f"bgcut-nb process: bad --variants file {args.variants}: {exc}", file=sys.stderr)
         return 2
+    if (_is_parquet(args.input) or _is_parquet(args.output or Path())) and not _has_pyarrow():
+        print(f"bgcut-nb process: {PARQUET_HINT}", file=sys.stderr)
+        return 2
     try:
         frame = _read_table(args.input)
     except (OSError, ValueError) as exc:
         print(f"bgcut-nb process: cannot read {args.input}: {exc}", file=sys.stderr)
+        return 2
+    if args.backend == "remote" and resolve_api_key() is None:
+        print("bgcut-nb process: --backend remote needs BGCUT_API_KEY to be set", file=sys.stderr)
         return 2
     output = args.output or (args.out / "results.csv")
     base_dir = args.base_dir or args.input.resolve().parent
@@ -121,6 +161,9 @@ def run(args: argparse.Namespace) -> int:
         except BatchError as exc:
             print(f"bgcut-nb process: {exc}", file=sys.stderr)
             result, status = getattr(exc, "frame", None), 1
+        except ImageColumnError as exc:  # the accessor's words are Python's: use the option's
+            print(f"bgcut-nb process: {args.input}: {exc.explain(*IMAGE_COL)}", file=sys.stderr)
+            return 2
         except (KeyError, ValueError) as exc:
             print(f"bgcut-nb process: {exc}", file=sys.stderr)
             return 2

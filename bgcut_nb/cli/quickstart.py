@@ -38,6 +38,9 @@ def run(args: argparse.Namespace) -> int:
     if not table.is_file():
         raise SystemExit(f"no {table}: run this from the repository root or pass --data")
     frame = pd.read_csv(table)
+    if "path" not in frame.columns:
+        columns = ", ".join(map(repr, frame.columns)) or "none"
+        raise SystemExit(f"{table} needs a 'path' column of image files; its columns: {columns}")
     result = frame.bgcut.process(
         SPEC_EXAMPLE_VARIANTS,
         image_col="path",

@@ -73,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
         from ..server.faults import FaultProxy, FaultSpec
     except ImportError as exc:
         print(
-            f"bgcut-nb serve needs the server extra: pip install 'bgcut-nb[server]' ({exc})",
+            "bgcut-nb serve needs the server extra: run "
+            f"`.venv/bin/pip install -e '.[server]'` in the bgcut-nb checkout ({exc})",
             file=sys.stderr,
         )
         return 2

@@ -8,6 +8,7 @@ bad request fails before it costs anything.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -18,6 +19,7 @@ from .errors import BadRequestError
 
 __all__ = [
     "Variant",
+    "did_you_mean",
     "parse_variants",
     "FORMATS",
     "QUALITIES",
@@ -34,6 +36,28 @@ Format = Literal["png", "jpg", "webp"]
 Quality = Literal["high", "medium", "low"]
 
 _HEX = re.compile(r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
+
+
+def _closest(word: object, options: Iterable[str]) -> str | None:
+    if not isinstance(word, str):
+        return None
+    lowered = {option.lower(): option for option in options}
+    close = difflib.get_close_matches(word.lower(), lowered, n=1, cutoff=0.6)
+    return lowered[close[0]] if close else None
+
+
+def did_you_mean(words: Iterable[object], options: Iterable[str]) -> str:
+    """``"; did you mean 'format'?"`` for near misses of ``options`` (difflib), else ``""``.
+
+    With several words: ``"; did you mean 'autocrop' for 'autocorp', 'format' for 'fromat'?"``.
+    """
+    words, options = list(words), list(options)
+    pairs = [(w, c) for w in words if (c := _closest(w, options)) is not None]
+    if not pairs:
+        return ""
+    if len(words) == 1:
+        return f"; did you mean {pairs[0][1]!r}?"
+    return "; did you mean " + ", ".join(f"{c!r} for {w!r}" for w, c in pairs) + "?"
 
 
 def _is_int(value: object) -> bool:
@@ -64,10 +88,12 @@ class Variant:
         if self.format not in FORMATS:
             raise BadRequestError(
                 f"Variant '{name}': invalid format {self.format!r}. Options: png, jpg, webp"
+                + did_you_mean([self.format], FORMATS)
             )
         if self.quality not in QUALITIES:
             raise BadRequestError(
                 f"Variant '{name}': invalid quality {self.quality!r}. Options: high, medium, low"
+                + did_you_mean([self.quality], QUALITIES)
             )
         color = self.background_color
         if color is not None:
@@ -96,10 +122,11 @@ class Variant:
         if not isinstance(data, Mapping):
             raise BadRequestError(f"Each output variant must be a JSON object, got {data!r}")
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(set(data) - known, key=str)
         if unknown:
+            hint = did_you_mean(unknown, sorted(known))
             raise BadRequestError(
-                f"Variant '{data.get('variant_name', '?')}': unknown field(s) {unknown}"
+                f"Variant '{data.get('variant_name', '?')}': unknown field(s) {unknown}{hint}"
             )
         if data.get("variant_name") is None:
             raise BadRequestError("variant_name is required for every output variant")

@@ -1,10 +1,14 @@
-"""Atomic file writes: every file bgcut-nb writes appears whole or not at all."""
+"""Atomic file writes: every file bgcut-nb writes appears whole or not at all.
+
+The temporary file is created with mode 0666 minus the process umask, as a plain ``open()``
+would create it (``tempfile.mkstemp`` would make it 0600, and the rename would keep that).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
@@ -12,12 +16,26 @@ from typing import IO
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_writer"]
 
 
+_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+
+
+def _create_temp(target: Path) -> tuple[int, str]:
+    """A new, empty temporary file beside ``target``: ``(fd, path)``, mode as ``open()`` gives."""
+    for _ in range(100):
+        tmp = str(target.with_name(f".{target.name}.{secrets.token_hex(6)}.part"))
+        try:
+            return os.open(tmp, _FLAGS, 0o666), tmp  # the kernel applies the umask
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {target}")
+
+
 @contextlib.contextmanager
 def atomic_writer(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file beside ``path``; on success fsync it and rename it into place."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    fd, tmp = _create_temp(target)
     try:
         with os.fdopen(fd, mode) as fh:
             yield fh

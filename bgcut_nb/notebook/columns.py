@@ -19,6 +19,8 @@ __all__ = [
     "frame_meta",
     "output_columns",
     "infer_image_col",
+    "check_image_col",
+    "ImageColumnError",
 ]
 
 UNIQUE_FILENAME_COL = "bgcut_unique_filename"
@@ -26,6 +28,39 @@ ERROR_COL = "bgcut_error"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 #: Key in ``DataFrame.attrs`` under which a run records its settings and stats.
 META_KEY = "bgcut"
+
+
+class ImageColumnError(KeyError, ValueError):
+    """Which column holds the images is unclear: none or several look like images, or the one
+    named is not a column. ``str()`` speaks Python (``pass image_col='<column>'``);
+    :meth:`explain` lets another front end (the command line) name its own option.
+    """
+
+    def __init__(
+        self,
+        columns: Iterable[Hashable],
+        *,
+        candidates: Iterable[Hashable] = (),
+        missing: Hashable | None = None,
+    ) -> None:
+        self.columns = list(columns)
+        self.candidates = list(candidates)
+        self.missing = missing
+        super().__init__(f"bgcut: {self.explain()}")
+
+    def explain(self, option: str = "image_col", usage: str = "pass image_col='<column>'") -> str:
+        """The message, naming ``option`` and saying how to give it (``usage``)."""
+        available = ", ".join(repr(c) for c in self.columns) or "none"
+        if self.missing is not None:
+            why = f"{option} {self.missing!r} is not a column"
+        elif self.candidates:
+            why = f"several columns look like image paths {self.candidates!r}; {usage}"
+        else:
+            why = f"no column looks like image paths (.png/.jpg/.jpeg/.webp); {usage}"
+        return f"{why}. Available columns: {available}"
+
+    def __str__(self) -> str:  # KeyError would show the message in quotes
+        return str(self.args[0])
 
 
 def _looks_like_images(column: pd.Series) -> bool:
@@ -56,7 +91,8 @@ def output_columns(names: Iterable[str]) -> list[str]:
 
 def infer_image_col(frame: pd.DataFrame) -> Hashable:
     """The column of image paths: the one recorded by a previous run, else the only column
-    whose values look like image paths or bytes."""
+    whose values look like image paths or bytes (in a frame without rows: its only column).
+    :class:`ImageColumnError` when there is none or there are several."""
     meta = frame_meta(frame)
     if meta.get("image_col") in frame.columns:
         return meta["image_col"]
@@ -66,15 +102,15 @@ def infer_image_col(frame: pd.DataFrame) -> Hashable:
         for c in frame.columns
         if c not in produced
         and not (isinstance(c, str) and c.endswith(("_path", "_url")) and c != "image_path")
-        and _looks_like_images(frame[c])
+        and (frame.empty or _looks_like_images(frame[c]))
     ]
-    if len(candidates) == 1:
+    if len(candidates) == 1:  # with no rows to look at, a frame's only column
         return candidates[0]
-    if not candidates:
-        raise ValueError(
-            "bgcut: no column looks like image paths (.png/.jpg/.jpeg/.webp); "
-            "pass image_col='<column>'"
-        )
-    raise ValueError(
-        f"bgcut: several columns look like image paths {candidates!r}; pass image_col='<column>'"
-    )
+    raise ImageColumnError(frame.columns, candidates=[] if frame.empty else candidates)
+
+
+def check_image_col(frame: pd.DataFrame, column: Hashable) -> Hashable:
+    """``column`` if it is one of ``frame``'s columns, else :class:`ImageColumnError`."""
+    if column not in frame.columns:
+        raise ImageColumnError(frame.columns, missing=column)
+    return column
