@@ -262,7 +262,7 @@ def create_app(
         return JSONResponse(answer, headers={IDEMPOTENCY_SUPPORT_HEADER: "process-image"})
 
     @app.get(
-        FILES_PATH + "/{token}/{name}",
+        FILES_PATH + "/{token}/{name:path}",
         summary="Download an input or output image (signed, expiring URL)",
         responses={
             200: {

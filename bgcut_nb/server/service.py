@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from urllib.parse import quote, urlparse
 
+from ..backends.local import safe_filename
 from ..contract.backend import Backend
 from ..contract.errors import (
     AuthenticationError,
@@ -196,9 +197,11 @@ class V3Service:
             tokens[token] = engine_url
             expires, signature = self._signer.sign(token, self.settings.url_ttl)
             suffix = PurePosixPath(urlparse(engine_url).path).suffix
+            # The file name is cosmetic (the token finds the file): a slug of the variant name,
+            # so no '/', '..', '%', '?' or '#' of a variant_name can change the URL's route.
+            slug = quote(safe_filename(name, "output"), safe="")
             return (
-                f"{base}{FILES_PATH}/{token}/{quote(name, safe='')}{suffix}"
-                f"?expires={expires}&signature={signature}"
+                f"{base}{FILES_PATH}/{token}/{slug}{suffix}?expires={expires}&signature={signature}"
             )
 
         output_urls = {name: signed(url, name) for name, url in result["output_urls"].items()}

@@ -1,0 +1,59 @@
+"""The server under abuse (issue 10): odd variant names, secrets in tracebacks and logs,
+unpaid work, storage sweeps and quotas, stalled uploads. Every request goes to the project's
+own server on 127.0.0.1, started by the test."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import requests
+from PIL import Image
+
+from bgcut_nb.backends.remote import PROCESS_PATH, UPLOAD_PATH, RemoteBackend
+from bgcut_nb.server.testing import ServerThread
+
+KEY = "abuse-key-SECRET-51f0"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+@pytest.fixture
+def server(bgcut_engine, tmp_path):
+    with ServerThread({KEY: 50.0}, tmp_path / "srv", backend=bgcut_engine, rate_limit=0) as s:
+        yield s
+
+
+def _upload(server: ServerThread, data: bytes) -> str:
+    answer = requests.post(server.base_url + UPLOAD_PATH, headers=AUTH, files={"image": data})
+    assert answer.status_code == 200, answer.text
+    return answer.json()["unique_filename"]
+
+
+ODD_NAMES = ["a/b", "../x", "..", "%2F", "a?b#c", "sp ace", "ünï/cødé", "\\back", "/"]
+
+
+def test_any_variant_name_gives_a_url_that_serves_the_output(server, bgcut_photo):
+    """F1: names with '/', '..', '%', '?', '#' give URLs that answer 200 with the image."""
+    name = _upload(server, bgcut_photo(160, 120))
+    variants = [{"variant_name": n, "quality": "low", "format": "webp"} for n in ODD_NAMES]
+    answer = requests.post(
+        server.base_url + PROCESS_PATH,
+        headers=AUTH,
+        json={"unique_filename": name, "output_variants": variants},
+    )
+    assert answer.status_code == 200, answer.text
+    urls = answer.json()["output_urls"]
+    assert sorted(urls) == sorted(ODD_NAMES)
+    for variant_name, url in urls.items():
+        got = requests.get(url, timeout=30)
+        assert got.status_code == 200, (variant_name, url, got.text)
+        assert Image.open(io.BytesIO(got.content)).format == "WEBP"
+    assert server.credits(KEY) == 50.0 - len(ODD_NAMES)
+
+
+def test_odd_variant_names_through_the_client_are_paid_once(server, bgcut_photo):
+    """F1: RemoteBackend downloads every odd-named output of one call."""
+    backend = RemoteBackend(KEY, server.base_url)
+    up = backend.upload_image(bgcut_photo(160, 120))
+    result = backend.process_image(up.unique_filename, [{"variant_name": "../x", "quality": "low"}])
+    assert backend.fetch(result.output_urls["../x"]).startswith(b"\x89PNG")
