@@ -57,3 +57,41 @@ def test_odd_variant_names_through_the_client_are_paid_once(server, bgcut_photo)
     up = backend.upload_image(bgcut_photo(160, 120))
     result = backend.process_image(up.unique_filename, [{"variant_name": "../x", "quality": "low"}])
     assert backend.fetch(result.output_urls["../x"]).startswith(b"\x89PNG")
+
+
+def _locals_text(exc: BaseException) -> str:
+    """What a verbose traceback (IPython ``%xmode Verbose``) prints: every frame's locals."""
+    import traceback
+
+    return "".join(traceback.TracebackException.from_exception(exc, capture_locals=True).format())
+
+
+def test_verbose_tracebacks_never_show_the_key(server, bgcut_photo):
+    """F6: no frame local of a failed call holds the key (402, 404 and a refused connection)."""
+    from bgcut_nb import InsufficientCreditsError, NotFoundError
+    from bgcut_nb.backends.remote import APIConnectionError, RetryPolicy
+
+    backend = RemoteBackend(KEY, server.base_url, retry=RetryPolicy(retries=1, backoff=0.01))
+    with pytest.raises(NotFoundError) as missing:
+        backend.process_image("no-such-upload", [{"variant_name": "a", "quality": "low"}])
+    up = backend.upload_image(bgcut_photo(160, 120))
+    too_many = [{"variant_name": f"v{i}", "quality": "low"} for i in range(60)]
+    with pytest.raises(InsufficientCreditsError) as broke:
+        backend.process_image(up.unique_filename, too_many)
+    offline = RemoteBackend(KEY, "http://127.0.0.1:9", retry=RetryPolicy(retries=1, backoff=0.01))
+    with pytest.raises(APIConnectionError) as refused:
+        offline.upload_image(b"x")
+    for caught in (missing, broke, refused):
+        text = _locals_text(caught.value)
+        assert "_send" in text  # the frames are there, with their locals
+        assert KEY not in text
+
+
+def test_the_prepared_request_hides_the_key_but_sends_it(server):
+    """F6: the header value reprs as redacted wherever requests/urllib3 keep it."""
+    backend = RemoteBackend(KEY, server.base_url)
+    prepared = backend._session.prepare_request(
+        requests.Request("POST", server.base_url + UPLOAD_PATH, auth=backend._auth)
+    )
+    assert KEY not in repr(dict(prepared.headers)) and KEY not in repr(prepared.headers)
+    assert prepared.headers["Authorization"] == f"Bearer {KEY}"  # what goes on the wire
