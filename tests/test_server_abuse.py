@@ -95,3 +95,52 @@ def test_the_prepared_request_hides_the_key_but_sends_it(server):
     )
     assert KEY not in repr(dict(prepared.headers)) and KEY not in repr(prepared.headers)
     assert prepared.headers["Authorization"] == f"Bearer {KEY}"  # what goes on the wire
+
+
+def _serve(tmp_path, *extra: str):
+    """``bgcut-nb serve`` in a subprocess on a free loopback port; returns (proc, base)."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [
+        sys.executable, "-m", "bgcut_nb", "serve", "--port", str(port), "--api-key", KEY,
+        "--storage-dir", str(tmp_path / "store"), *extra,
+    ]  # fmt: skip
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            requests.get(base + "/openapi.json", timeout=1)
+            return proc, base
+        except requests.ConnectionError:
+            assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
+            time.sleep(0.2)
+
+
+def test_access_log_redacts_query_keys_and_signatures(tmp_path, bgcut_photo):
+    """F7: ``?api_key=KEY`` is refused and never logged; signed URLs are logged unsigned."""
+    proc, base = _serve(tmp_path)
+    try:
+        refused = requests.post(
+            base + UPLOAD_PATH + f"?api_key={KEY}", files={"image": bgcut_photo(64, 48)}
+        )
+        assert refused.status_code == 401
+        assert requests.get(base + f"/openapi.json?token={KEY}").status_code == 200
+        backend = RemoteBackend(KEY, base)
+        up = backend.upload_image(bgcut_photo(160, 120))
+        url = backend.process_image(up.unique_filename, [{"variant_name": "a", "quality": "low"}])
+        url = url.output_urls["a"]
+        assert backend.fetch(url).startswith(b"\x89PNG")
+        signature = url.rsplit("signature=", 1)[1]
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=30)[0]
+    assert "/openapi.json?token=" in output  # the access log is on, requests are logged
+    assert KEY not in output
+    assert signature not in output

@@ -71,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
 
         from ..server import create_app
         from ..server.faults import FaultProxy, FaultSpec
+        from ..server.logs import log_config
     except ImportError as exc:
         print(
             f"bgcut-nb serve needs the server extra: pip install 'bgcut-nb[server]' ({exc})",
@@ -117,14 +118,14 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     if faults is None:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+        uvicorn.run(app, host=args.host, port=args.port, log_level="info", log_config=log_config())
         return 0
     # Faults: the server listens on a private loopback port, the proxy on --port.
     import socket
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="info"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="info", log_config=log_config()))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     print(f"bgcut-nb serve: injecting faults {faults}", file=sys.stderr)

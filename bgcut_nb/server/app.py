@@ -38,6 +38,7 @@ from ..contract.wire import (
 from ..core.config import resolve_storage_dir
 from ..core.version import __version__
 from .ledger import Ledger
+from .logs import install_redaction
 from .schemas import ErrorResponse, ProcessRequest, ProcessResponse, UploadResponse
 from .service import FILES_PATH, ServerSettings, V3Service
 
@@ -165,6 +166,7 @@ def create_app(
     requests.
     """
     options = ServerSettings(**settings)
+    install_redaction()  # access logs never show ?api_key=, ?token= or URL signatures
     storage = resolve_storage_dir(storage_dir)
     if backend is None:
         from ..backends.local import LocalBackend
