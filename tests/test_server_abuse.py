@@ -144,3 +144,83 @@ def test_access_log_redacts_query_keys_and_signatures(tmp_path, bgcut_photo):
     assert "/openapi.json?token=" in output  # the access log is on, requests are logged
     assert KEY not in output
     assert signature not in output
+
+
+def _concurrently(calls, workers: int = 32):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(lambda call: call(), calls))
+
+
+def _post_process(server, name, variants, key=KEY):
+    def call():
+        return requests.post(
+            server.base_url + PROCESS_PATH,
+            headers={"Authorization": f"Bearer {key}"},
+            json={"unique_filename": name, "output_variants": variants},
+            timeout=120,
+        )
+
+    return call
+
+
+def test_concurrent_calls_beyond_the_credits_never_run(tmp_path, bgcut_photo):
+    """F4: 10 credits, 30 concurrent calls: 10 renders, 10 answers 200, 20 answers 402."""
+    from notebook_support import local_backend
+
+    engine = local_backend(tmp_path / "engine")
+    with ServerThread({KEY: 10.0}, tmp_path / "srv", backend=engine, rate_limit=0, queue=40) as s:
+        name = _upload(s, bgcut_photo(480, 360))
+        calls = [  # each call its own rendering (max_resolution), so each render is a file
+            _post_process(s, name, [{"variant_name": "v", "quality": "medium",
+                                     "max_resolution": 50_000 + i}])
+            for i in range(30)
+        ]  # fmt: skip
+        answers = _concurrently(calls)
+        statuses = sorted(a.status_code for a in answers)
+        assert statuses == [200] * 10 + [402] * 20, statuses
+        assert s.credits(KEY) == 0.0
+        assert len(s.app.state.service.ledger.charges(_hash(KEY))) == 10
+    renders = list((tmp_path / "engine" / "uploads").glob("*/outputs/*/*.png"))
+    assert len(renders) == 10  # the 20 unpaid calls rendered nothing
+
+
+def _hash(key: str) -> str:
+    from bgcut_nb.server.keys import key_hash
+
+    return key_hash(key)
+
+
+def test_a_full_engine_queue_answers_429_with_retry_after(tmp_path, bgcut_engine, bgcut_photo):
+    """Item 1: one worker, one queued call: a burst of 8 gets 429s with Retry-After; each
+    answered call is charged exactly once and the refused ones cost nothing."""
+    with ServerThread(
+        {KEY: 100.0}, tmp_path / "srv", backend=bgcut_engine, rate_limit=0, workers=1, queue=1
+    ) as s:
+        name = _upload(s, bgcut_photo(480, 360))
+        calls = [
+            _post_process(s, name, [{"variant_name": "v", "quality": "high",
+                                     "max_resolution": 60_000 + i}])
+            for i in range(8)
+        ]  # fmt: skip
+        answers = _concurrently(calls)
+        ok = [a for a in answers if a.status_code == 200]
+        busy = [a for a in answers if a.status_code == 429]
+        assert len(ok) + len(busy) == 8 and 1 <= len(ok) <= 3 and busy
+        assert all(int(a.headers["Retry-After"]) >= 1 for a in busy)
+        assert all("Server busy" in a.json()["detail"] for a in busy)
+        assert s.credits(KEY) == 100.0 - len(ok)
+        assert s.stats["engine_calls"] == len(ok)
+
+
+def test_a_call_whose_work_fails_is_refunded(server, bgcut_photo, bgcut_engine):
+    """Item 1: credits are reserved before the work and given back when it fails."""
+    name = _upload(server, bgcut_photo(160, 120))
+    local = server.app.state.service.ledger.find_upload(name, _hash(KEY))
+    for path in (bgcut_engine.storage_dir / "uploads" / local).glob("input.*"):
+        path.unlink()  # the stored image is lost (a full disk, a sweep racing the call)
+    answer = _post_process(server, name, [{"variant_name": "a", "quality": "low"}])()
+    assert answer.status_code == 404, answer.text
+    assert server.credits(KEY) == 50.0
+    assert server.stats["refunds"] == 1 and not server.app.state.service.ledger.charges(_hash(KEY))

@@ -141,6 +141,15 @@ class LocalBackend(Backend):
             for key in [k for k in self._mattes if k[0] == unique_filename]:
                 del self._mattes[key]
 
+    def forget_upload(self, unique_filename: str) -> None:
+        """Delete an upload with its mattes and outputs now (the server's sweeper calls this)."""
+        if isinstance(unique_filename, str) and _UUID.match(unique_filename):
+            self._forget(unique_filename)
+
+    def sweep_expired(self) -> None:
+        """Delete every expired upload (with its outputs) now."""
+        self._sweep_expired(every=0.0)
+
     def _sweep_expired(self, every: float = 60.0) -> None:
         now = time.time()
         if now - self._last_sweep < every:
@@ -163,9 +172,12 @@ class LocalBackend(Backend):
         meta = self._meta(unique_filename)
         folder = self._folder(unique_filename)
         urls: dict[str, str] = {}
-        for variant in parsed:
-            path = self._render(unique_filename, meta, variant)
-            urls[variant.variant_name] = path.as_uri()
+        try:
+            for variant in parsed:
+                path = self._render(unique_filename, meta, variant)
+                urls[variant.variant_name] = path.as_uri()
+        except FileNotFoundError:  # deleted meanwhile (expired and swept, or lost)
+            raise NotFoundError() from None
         return ProcessResult(
             unique_filename=unique_filename,
             input_url=(folder / meta["input"]).as_uri(),
