@@ -224,3 +224,114 @@ def test_a_call_whose_work_fails_is_refunded(server, bgcut_photo, bgcut_engine):
     assert answer.status_code == 404, answer.text
     assert server.credits(KEY) == 50.0
     assert server.stats["refunds"] == 1 and not server.app.state.service.ledger.charges(_hash(KEY))
+
+
+def test_expired_uploads_are_swept_on_a_timer(tmp_path, bgcut_photo):
+    """F8: with no later upload, an expired upload's files and rows go on the sweeper's timer."""
+    import time
+
+    from notebook_support import local_backend
+
+    engine = local_backend(tmp_path / "engine", upload_ttl=1.0)
+    options = dict(rate_limit=0, upload_ttl=1.0, url_ttl=1.0, sweep_interval=0.2)
+    with ServerThread({KEY: 10.0}, tmp_path / "srv", backend=engine, **options) as s:
+        name = _upload(s, bgcut_photo(160, 120))
+        answer = _post_process(s, name, [{"variant_name": "a", "quality": "low"}])()
+        assert answer.status_code == 200
+        uploads = tmp_path / "engine" / "uploads"
+        assert len(list(uploads.iterdir())) == 1
+        import sqlite3
+
+        def tokens() -> int:
+            with sqlite3.connect(s.storage_dir / "server.sqlite3") as db:
+                return db.execute("SELECT COUNT(*) FROM files").fetchone()[0]
+
+        assert tokens() == 2  # input and output URL
+        deadline = time.monotonic() + 10
+        while (any(uploads.iterdir()) or tokens()) and time.monotonic() < deadline:
+            time.sleep(0.1)  # no request at all meanwhile
+        assert not any(uploads.iterdir()), (s.stats, list(uploads.rglob("*")), tokens())
+        assert tokens() == 0
+        assert s.stats["swept"] == 1 and s.stats["upload"] == 1
+
+
+def test_uploads_per_hour_quota_is_429_with_retry_after(tmp_path, bgcut_engine, bgcut_photo):
+    """F9: a key's uploads per hour are limited; the refusal says why and when to retry."""
+    with ServerThread(
+        {KEY: 10.0, "other-key": 1.0}, tmp_path / "srv", backend=bgcut_engine, rate_limit=0,
+        uploads_per_hour=3,
+    ) as s:  # fmt: skip
+        for _ in range(3):
+            _upload(s, bgcut_photo(64, 48))
+        refused = requests.post(
+            s.base_url + UPLOAD_PATH, headers=AUTH, files={"image": bgcut_photo(64, 48)}
+        )
+        assert refused.status_code == 429
+        assert "Upload quota exceeded: at most 3 uploads per hour" in refused.json()["detail"]
+        assert 3000 < int(refused.headers["Retry-After"]) <= 3600
+        other = requests.post(
+            s.base_url + UPLOAD_PATH,
+            headers={"Authorization": "Bearer other-key"},
+            files={"image": bgcut_photo(64, 48)},
+        )
+        assert other.status_code == 200  # per key
+
+
+def test_bytes_stored_quota_is_413(tmp_path, bgcut_engine, bgcut_photo):
+    """F9: a key's live uploads may hold at most ``storage_bytes``; nothing more is written."""
+    photo = bgcut_photo(480, 360)
+    with ServerThread(
+        {KEY: 10.0}, tmp_path / "srv", backend=bgcut_engine, rate_limit=0,
+        storage_bytes=int(len(photo) * 2.5),
+    ) as s:  # fmt: skip
+        before = len(list((bgcut_engine.storage_dir / "uploads").iterdir()))
+        _upload(s, photo)
+        _upload(s, photo)
+        refused = requests.post(s.base_url + UPLOAD_PATH, headers=AUTH, files={"image": photo})
+        assert refused.status_code == 413
+        assert "Storage quota exceeded" in refused.json()["detail"]
+        assert len(list((bgcut_engine.storage_dir / "uploads").iterdir())) == before + 2
+
+
+def test_stalled_uploads_time_out_quietly(tmp_path, bgcut_engine, capfd):
+    """F10: 20 half-sent uploads are answered 408 and closed within the body timeout, and
+    abandoned ones leave no traceback in the log."""
+    import socket
+    import time
+
+    with ServerThread(
+        {KEY: 10.0}, tmp_path / "srv", backend=bgcut_engine, rate_limit=0, body_timeout=1.0
+    ) as s:
+        head = (
+            (
+                f"POST {UPLOAD_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {KEY}\r\n"
+                "Content-Type: multipart/form-data; boundary=xyz\r\nContent-Length: 100000\r\n\r\n"
+                '--xyz\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n\r\n'
+            ).encode()
+            + b"\x89PNG"
+            + b"\0" * 5000
+        )
+        started = time.monotonic()
+        sockets = []
+        for _ in range(20):
+            sock = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+            sock.sendall(head)
+            sockets.append(sock)
+        answers = []
+        for sock in sockets:
+            data = b""
+            while chunk := sock.recv(65536):  # until the server closes the connection
+                data += chunk
+            answers.append(data)
+            sock.close()
+        assert time.monotonic() - started < 8
+        assert all(a.startswith(b"HTTP/1.1 408") for a in answers), answers[0][:200]
+        assert b"stalled" in answers[0]
+        # half-sent and then abandoned: the client goes away
+        for _ in range(3):
+            sock = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+            sock.sendall(head)
+            sock.close()
+        time.sleep(1.5)
+        assert requests.get(s.base_url + "/openapi.json").status_code == 200
+    assert "Traceback" not in capfd.readouterr().err
