@@ -37,7 +37,7 @@ from ..contract.wire import (
     PROCESS_PATH,
     UPLOAD_PATH,
 )
-from ..core.config import resolve_storage_dir
+from ..core.config import resolve_server_dir
 from ..core.version import __version__
 from .ledger import Ledger
 from .logs import install_redaction
@@ -182,7 +182,7 @@ def create_app(
     """
     options = ServerSettings(**settings)
     install_redaction()  # access logs never show ?api_key=, ?token= or URL signatures
-    storage = resolve_storage_dir(storage_dir)
+    storage = resolve_server_dir(storage_dir)
     if backend is None:
         from ..backends.local import LocalBackend
 
