@@ -35,7 +35,7 @@ from ..contract.variants import Variant, parse_variants
 from ..contract.wire import UPLOAD_LIFETIME
 from ..core.atomic import atomic_write_bytes, atomic_write_text
 from ..core.config import resolve_model_dir, resolve_storage_dir
-from ..engine.imaging import DEFAULT_MAX_PIXELS, decode_image
+from ..engine.imaging import DEFAULT_MAX_PIXELS, DEFAULT_PROCESS_PIXELS, decode_image
 from ..engine.matting import Cutout
 
 __all__ = ["LocalBackend", "safe_filename"]
@@ -43,6 +43,11 @@ __all__ = ["LocalBackend", "safe_filename"]
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _CHUNK = 1 << 16
+#: Images are matted at no fewer pixels than this (small images: always at full size).
+_MIN_WORK_PIXELS = 1_000_000
+#: An autocropped variant is rendered from a crop of the frame; matting the frame at this many
+#: times its ``max_resolution`` gives full-size crops of subjects down to 1/16 of the frame.
+_AUTOCROP_HEADROOM = 16
 
 
 def safe_filename(name: str, fallback: str = "variant") -> str:
@@ -63,21 +68,25 @@ class LocalBackend(Backend):
         model_dir: str | os.PathLike[str] | None = None,
         upload_ttl: float = UPLOAD_LIFETIME,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        process_max_pixels: int = DEFAULT_PROCESS_PIXELS,
         costs: CostTable = DEFAULT_COSTS,
         engine: Any = None,
         matte_memory: int = 8,
+        matte_bytes: int = 256 * 1024 * 1024,
     ) -> None:
         self.storage_dir = resolve_storage_dir(storage_dir).resolve()
         self.model_dir = resolve_model_dir(model_dir)
         self.upload_ttl = float(upload_ttl)
         self.max_pixels = max_pixels
+        self.process_max_pixels = int(process_max_pixels)
         self.costs = costs
         self._engine = engine
         self._engine_lock = threading.Lock()
-        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._locks: dict[tuple[str, str, int], threading.Lock] = {}
         self._locks_guard = threading.Lock()
-        self._mattes: OrderedDict[tuple[str, str], Cutout] = OrderedDict()
+        self._mattes: OrderedDict[tuple[str, str, int], Cutout] = OrderedDict()
         self._matte_memory = matte_memory
+        self._matte_bytes = matte_bytes
         self._last_sweep = 0.0
         (self.storage_dir / "uploads").mkdir(parents=True, exist_ok=True)
 
@@ -141,6 +150,17 @@ class LocalBackend(Backend):
         with self._locks_guard:
             for key in [k for k in self._mattes if k[0] == unique_filename]:
                 del self._mattes[key]
+            for key in [k for k in self._locks if k[0] == unique_filename]:
+                del self._locks[key]
+
+    def forget_upload(self, unique_filename: str) -> None:
+        """Delete an upload with its mattes and outputs now (the server's sweeper calls this)."""
+        if isinstance(unique_filename, str) and _UUID.match(unique_filename):
+            self._forget(unique_filename)
+
+    def sweep_expired(self) -> None:
+        """Delete every expired upload (with its outputs) now."""
+        self._sweep_expired(every=0.0)
 
     def _sweep_expired(self, every: float = 60.0) -> None:
         now = time.time()
@@ -164,18 +184,38 @@ class LocalBackend(Backend):
         meta = self._meta(unique_filename)
         folder = self._folder(unique_filename)
         urls: dict[str, str] = {}
-        for variant in parsed:
-            path = self._render(unique_filename, meta, variant)
-            urls[variant.variant_name] = path.as_uri()
+        budgets = {  # one matte per tier at the size the call's largest output of it needs
+            q: self.work_pixels(
+                [v for v in parsed if v.quality == q], meta["width"], meta["height"]
+            )
+            for q in {v.quality for v in parsed}
+        }
+        try:
+            for variant in parsed:
+                path = self._render(unique_filename, meta, variant, budgets[variant.quality])
+                urls[variant.variant_name] = path.as_uri()
+        except FileNotFoundError:  # deleted meanwhile (expired and swept, or lost)
+            raise NotFoundError() from None
         return ProcessResult(
             unique_filename=unique_filename,
             input_url=(folder / meta["input"]).as_uri(),
             output_urls=urls,
         )
 
-    def _render(self, unique_filename: str, meta: dict[str, Any], variant: Variant) -> Path:
+    def work_pixels(self, variants: Iterable[Variant], width: int, height: int) -> int:
+        """Pixels an image is decoded and matted at for these variants: what the largest
+        output needs (an autocropped one 16x its budget), at least 1 MP, at most
+        ``process_max_pixels``, never more than the image has (0: the full image)."""
+        need = max(v.max_resolution * (_AUTOCROP_HEADROOM if v.autocrop else 1) for v in variants)
+        need = min(self.process_max_pixels, max(_MIN_WORK_PIXELS, need))
+        return 0 if need >= width * height else need
+
+    def _render(
+        self, unique_filename: str, meta: dict[str, Any], variant: Variant, budget: int = 0
+    ) -> Path:
         """Path of the variant's output, rendered now unless the same rendering exists."""
-        digest = hashlib.sha256(variant.cache_key().encode()).hexdigest()[:16]
+        rendering = variant.cache_key() if not budget else f"{variant.cache_key()}@{budget}"
+        digest = hashlib.sha256(rendering.encode()).hexdigest()[:16]
         out_dir = self._folder(unique_filename) / "outputs" / digest
         path = out_dir / f"{safe_filename(variant.variant_name)}.{variant.extension}"
         if path.is_file():
@@ -183,30 +223,42 @@ class LocalBackend(Backend):
         existing = sorted(out_dir.glob(f"*.{variant.extension}")) if out_dir.is_dir() else []
         if existing:
             return atomic_write_bytes(path, existing[0].read_bytes())
-        cutout = self._cutout(unique_filename, meta, variant.quality)
+        cutout = self._cutout(unique_filename, meta, variant.quality, budget)
         return atomic_write_bytes(path, self.engine.render(cutout, variant))
 
-    def _lock_for(self, key: tuple[str, str]) -> threading.Lock:
+    def _lock_for(self, key: tuple[str, str, int]) -> threading.Lock:
         with self._locks_guard:
             return self._locks.setdefault(key, threading.Lock())
 
-    def _cutout(self, unique_filename: str, meta: dict[str, Any], quality: str) -> Cutout:
-        """The matte for (image, quality): from memory, from disk, or computed once."""
-        key = (unique_filename, quality)
+    def _cutout(
+        self, unique_filename: str, meta: dict[str, Any], quality: str, budget: int = 0
+    ) -> Cutout:
+        """The matte for (image, quality, pixel budget; 0: full size): from memory, from disk,
+        or computed once, on the image decoded at that budget."""
+        key = (unique_filename, quality, budget)
+        tier = quality if not budget else f"{quality}-{budget}"
         with self._lock_for(key):
             with self._locks_guard:
                 if key in self._mattes:
                     self._mattes.move_to_end(key)
                     return self._mattes[key]
             folder = self._folder(unique_filename)
-            image = decode_image((folder / meta["input"]).read_bytes(), max_pixels=self.max_pixels)
-            cutout = self._load_matte(folder, quality, image)
+            image = decode_image(
+                (folder / meta["input"]).read_bytes(),
+                max_pixels=self.max_pixels,
+                target_pixels=budget or None,
+            )
+            cutout = self._load_matte(folder, tier, image)
             if cutout is None:
                 cutout = self.engine.cutout(image, quality)
-                self._save_matte(folder, quality, image, cutout)
+                self._save_matte(folder, tier, image, cutout)
             with self._locks_guard:
                 self._mattes[key] = cutout
-                while len(self._mattes) > self._matte_memory:
+                # at most ``matte_memory`` mattes and ``matte_bytes`` of them (the newest stays)
+                while len(self._mattes) > 1 and (
+                    len(self._mattes) > self._matte_memory
+                    or sum(_nbytes(c) for c in self._mattes.values()) > self._matte_bytes
+                ):
                     self._mattes.popitem(last=False)
             return cutout
 
@@ -249,6 +301,10 @@ class LocalBackend(Backend):
         with path.open("rb") as fh:
             while chunk := fh.read(_CHUNK):
                 yield chunk
+
+
+def _nbytes(cutout: Cutout) -> int:
+    return int(cutout.alpha.nbytes + cutout.foreground.nbytes)
 
 
 def _png_bytes(image: Image.Image) -> bytes:

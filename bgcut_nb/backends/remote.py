@@ -43,6 +43,7 @@ from typing import Any
 import requests
 import urllib3.exceptions
 from requests.adapters import HTTPAdapter
+from requests.auth import AuthBase
 from urllib3.util.retry import Retry
 
 from ..contract.backend import Backend, ImageInput, ProcessResult, UploadResult, read_image_input
@@ -104,6 +105,35 @@ class RetryPolicy:
         """Jittered exponential delay before retry number ``attempt`` (0-based)."""
         delay = min(self.backoff_max, self.backoff * (2**attempt))
         return delay * random.uniform(0.5, 1.0)
+
+
+class _RedactedHeader(str):
+    """A header value that goes on the wire as is but reprs as redacted (in dicts, in
+    tracebacks' frame locals, in ``requests``' and ``urllib3``'s own frames)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "'Bearer <redacted>'"
+
+
+class _BearerAuth(AuthBase):
+    """``Authorization: Bearer KEY`` added by requests when it prepares a request; the key
+    stays inside the :class:`~bgcut_nb.core.config.ApiKey` until then, never in a plain dict
+    of one of our frames."""
+
+    def __init__(self, key: ApiKey) -> None:
+        self._key = key
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = _RedactedHeader(f"Bearer {self._key.reveal()}")
+        return request
+
+    def __repr__(self) -> str:
+        return f"_BearerAuth({self._key!r})"
+
+    def __reduce__(self):
+        raise TypeError("API keys are never pickled")
 
 
 def _never_sent(exc: requests.RequestException) -> bool:
@@ -175,6 +205,7 @@ class RemoteBackend(Backend):
                 "(use LocalBackend to work without the API)"
             )
         self._key = key
+        self._auth = _BearerAuth(key)
         self.api_base = resolve_api_base(api_base)
         self.connect_timeout = connect_timeout
         self.upload_timeout = upload_timeout
@@ -292,13 +323,12 @@ class RemoteBackend(Backend):
     ) -> requests.Response:
         """One logical request with the retry policy applied; returns a 2xx response."""
         headers = dict(headers or {})
-        if authorized:
-            headers["Authorization"] = f"Bearer {self._key.reveal()}"
+        auth = self._auth if authorized else None  # never the key itself in a local dict
         policy = self.retry
         attempt = 0
         while True:
             try:
-                response = self._session.request(method, url, headers=headers, **kwargs)
+                response = self._session.request(method, url, headers=headers, auth=auth, **kwargs)
                 failure = None
             except requests.RequestException as exc:
                 # Keep only text: requests' exceptions hold the request, headers included.

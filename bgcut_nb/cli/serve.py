@@ -31,7 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="set balances to the given credits even for keys the database already knows",
     )
     store = parser.add_argument_group("storage and limits")
-    store.add_argument("--storage-dir", help="uploads, outputs and the SQLite database")
+    store.add_argument(
+        "--storage-dir",
+        help="uploads, outputs and the SQLite database (default: ~/.local/share/bgcut-nb/server)",
+    )
     store.add_argument("--db", help="SQLite database path (default: STORAGE_DIR/server.sqlite3)")
     store.add_argument("--model-dir", help="where the engine's model files live")
     store.add_argument(
@@ -42,6 +45,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     store.add_argument("--burst", type=int, default=20, help="token-bucket size per key")
     store.add_argument("--max-upload-mb", type=float, default=12.0, help="upload size limit, MB")
     store.add_argument("--public-url", help="base URL clients see, when behind a proxy")
+    store.add_argument("--workers", type=int, default=0, help="engine threads (0: one per core)")
+    store.add_argument(
+        "--queue", type=int, default=None, help="calls waiting for a worker (default: 2/worker)"
+    )
+    store.add_argument(
+        "--max-process-mp", type=float, default=16.0, help="processing pixel limit, megapixels"
+    )
+    store.add_argument("--uploads-per-hour", type=int, default=1000, help="per key (0: off)")
+    store.add_argument("--storage-quota-mb", type=float, default=1024.0, help="per key (0: off)")
+    store.add_argument("--sweep-interval", type=float, default=60.0, help="seconds (0: off)")
+    store.add_argument("--body-timeout", type=float, default=15.0, help="stalled body, seconds")
+    store.add_argument(
+        "--limit-concurrency", type=int, default=256, help="open connections at most (then 503)"
+    )
     faults = parser.add_argument_group("fault injection (drills and benchmarks)")
     faults.add_argument("--fault-rate", type=float, default=0.0, help="share of requests, 0..1")
     faults.add_argument(
@@ -71,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
 
         from ..server import create_app
         from ..server.faults import FaultProxy, FaultSpec
+        from ..server.logs import log_config
     except ImportError as exc:
         print(
             "bgcut-nb serve needs the server extra: run "
@@ -111,21 +129,38 @@ def run(args: argparse.Namespace) -> int:
         burst=args.burst,
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         public_url=args.public_url,
+        workers=args.workers,
+        queue=args.queue,
+        process_max_pixels=int(args.max_process_mp * 1_000_000),
+        uploads_per_hour=args.uploads_per_hour,
+        storage_bytes=int(args.storage_quota_mb * 1024 * 1024),
+        sweep_interval=args.sweep_interval,
+        body_timeout=args.body_timeout,
     )
+    limits = {"limit_concurrency": args.limit_concurrency, "timeout_keep_alive": 5}
     print(
         f"bgcut-nb serve: {len(keys)} key(s); point clients at "
         f"BGCUT_API_BASE=http://{args.host}:{args.port}",
         file=sys.stderr,
     )
     if faults is None:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+        uvicorn.run(
+            app,
+            host=args.host,
+            port=args.port,
+            log_level="info",
+            log_config=log_config(),
+            **limits,
+        )
         return 0
     # Faults: the server listens on a private loopback port, the proxy on --port.
     import socket
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="info"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level="info", log_config=log_config(), **limits)
+    )
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     print(f"bgcut-nb serve: injecting faults {faults}", file=sys.stderr)

@@ -18,6 +18,7 @@ __all__ = [
     "resolve_cache_dir",
     "resolve_model_dir",
     "resolve_storage_dir",
+    "resolve_server_dir",
     "DEFAULT_API_BASE",
 ]
 
@@ -98,3 +99,12 @@ def resolve_model_dir(model_dir: str | os.PathLike[str] | None = None) -> Path:
 def resolve_storage_dir(storage_dir: str | os.PathLike[str] | None = None) -> Path:
     """Where the local engine keeps uploads and outputs (under the cache dir by default)."""
     return Path(storage_dir).expanduser() if storage_dir else resolve_cache_dir() / "local-engine"
+
+
+def resolve_server_dir(storage_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Where ``bgcut-nb serve`` keeps uploads, outputs and its database: the argument, else
+    the user data dir's ``server/`` (``~/.local/share/bgcut-nb/server`` on Linux), apart from
+    the local engine's own storage."""
+    if storage_dir:
+        return Path(storage_dir).expanduser()
+    return Path(platformdirs.user_data_dir("bgcut-nb", appauthor=False)) / "server"

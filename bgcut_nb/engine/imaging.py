@@ -20,7 +20,13 @@ from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 from ..contract.errors import INVALID_IMAGE_DETAIL, InvalidImageError
 from ..contract.formats import sniff_format
 
-__all__ = ["decode_image", "load_image", "DEFAULT_MAX_PIXELS", "SUPPORTED_FORMATS"]
+__all__ = [
+    "decode_image",
+    "load_image",
+    "DEFAULT_MAX_PIXELS",
+    "DEFAULT_PROCESS_PIXELS",
+    "SUPPORTED_FORMATS",
+]
 
 log = logging.getLogger(__name__)
 
@@ -28,17 +34,27 @@ log = logging.getLogger(__name__)
 #: decoding, which is what protects against decompression bombs.
 DEFAULT_MAX_PIXELS = 64_000_000
 
+#: Largest image the engine processes, in pixels: bigger inputs are decoded at this size (JPEG
+#: straight from its DCT at a reduced scale) before matting, so memory per call stays bounded.
+#: No output needs more: the spec's largest default output is 12 MP.
+DEFAULT_PROCESS_PIXELS = 16_000_000
+
 #: Pillow format names accepted as input. MPO is the multi-picture JPEG many cameras write.
 SUPPORTED_FORMATS = {"PNG": "png", "JPEG": "jpg", "MPO": "jpg", "WEBP": "webp"}
 
 _SRGB = ImageCms.createProfile("sRGB")
 
 
-def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def decode_image(
+    data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, target_pixels: int | None = None
+) -> Image.Image:
     """Decode uploaded bytes into an oriented 8-bit sRGB ``RGB``/``RGBA`` image.
 
-    Raises :class:`InvalidImageError` for empty input, formats other than PNG/JPEG/WebP,
-    corrupt or truncated files, and images over ``max_pixels``.
+    With ``target_pixels``, a larger image comes out scaled down (aspect kept, Lanczos on
+    premultiplied alpha) to at most that many pixels; a JPEG is decoded at a reduced DCT scale
+    first, so the full-size pixels are never held. Raises :class:`InvalidImageError` for empty
+    input, formats other than PNG/JPEG/WebP, corrupt or truncated files, and images over
+    ``max_pixels``.
     """
     if not data:
         raise InvalidImageError("Missing image: the upload is empty")
@@ -56,14 +72,45 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
     if image.format not in SUPPORTED_FORMATS:
         raise InvalidImageError(INVALID_IMAGE_DETAIL)
     _check_size(image, max_pixels)
+    kind = SUPPORTED_FORMATS[image.format].upper()
+    target = None
+    if target_pixels is not None and image.width * image.height > target_pixels:
+        target = _fit_pixels(image.width, image.height, target_pixels)
     try:
         image.seek(0)  # animated WebP/PNG and MPO: the first frame is the picture
+        if target is not None and kind == "JPG":
+            image.draft(None, target)  # DCT scaling: at least ``target``, never the full size
         image.load()
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        kind = SUPPORTED_FORMATS[image.format].upper()
         detail = f"Invalid image: the {kind} data is corrupt or truncated ({exc})"
         raise InvalidImageError(detail) from None
-    return normalize_image(image)
+    if target is not None and image.mode in ("RGB", "L", "RGBA"):
+        image = _shrink(image, target_pixels)  # before normalising: smaller copies from here
+    image = normalize_image(image)
+    return _shrink(image, target_pixels) if target_pixels is not None else image
+
+
+def _fit_pixels(width: int, height: int, max_pixels: int) -> tuple[int, int]:
+    """``(width, height)`` scaled down to at most ``max_pixels`` pixels, aspect kept."""
+    if width * height <= max_pixels:
+        return width, height
+    scale = (max_pixels / (width * height)) ** 0.5
+    return max(1, int(width * scale)), max(1, int(height * scale))
+
+
+def _shrink(image: Image.Image, max_pixels: int) -> Image.Image:
+    """``image`` scaled down to at most ``max_pixels`` (premultiplied when it has alpha)."""
+    size = _fit_pixels(image.width, image.height, max_pixels)
+    if size == image.size:
+        return image
+    info = image.info
+    if image.mode == "RGBA":
+        image = image.convert("RGBa").resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+        image = image.convert("RGBA")
+    else:
+        image = image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    image.info.update(info)  # keep the ICC profile and EXIF orientation for normalising
+    return image
 
 
 def _check_size(image: Image.Image, max_pixels: int) -> None:

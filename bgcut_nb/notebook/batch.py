@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from ..contract.backend import Backend
 from ..contract.errors import (
+    APIError,
     AuthenticationError,
     BgcutError,
     InsufficientCreditsError,
@@ -49,6 +50,10 @@ __all__ = [
 
 #: Where outputs go when no ``out_dir`` is given (relative to the current directory).
 DEFAULT_OUT_DIR = "bgcut-output"
+
+#: Attempts per output download (the backend retries within each; this covers a download that
+#: broke off mid-stream or ran out of the backend's retries).
+DOWNLOAD_ATTEMPTS = 3
 
 #: Errors that no other row can escape either: stop instead of failing every row the same way.
 FATAL_ERRORS = (AuthenticationError, InsufficientCreditsError, ModelUnavailableError)
@@ -99,6 +104,7 @@ class BatchStats:
     process_calls: int = 0
     outputs_rendered: int = 0
     outputs_reused: int = 0
+    downloads_resumed: int = 0
     seconds: float = 0.0
     stopped: str = ""
 
@@ -297,6 +303,9 @@ class _Runner:
         if not pending:
             row.status = "cached"
             return row
+        pending = self._resume_paid(row, image_sha, pending)
+        if not pending:
+            return self._finish_row(row)
 
         filename = f"{_safe_stem(stem)}{Path(source).suffix if stem != 'image' else ''}"
         unique_filename, reused = self._upload(data, image_sha, filename)
@@ -315,32 +324,97 @@ class _Runner:
             result = self.backend.process_image(unique_filename, wanted)
         self._add(process_calls=1)
         row.unique_filename = result.unique_filename or unique_filename
+        missing = [v.variant_name for v, _ in pending if not result.output_urls.get(v.variant_name)]
+        if missing:
+            raise _RowError(f"the backend returned no output for variant {missing[0]!r}")
+        if self.cache is not None:  # paid for: remember every URL before any download
+            for variant, _ in pending:
+                self.cache.put_paid_output(
+                    image_sha,
+                    variant.cache_key(),
+                    self.identity,
+                    self.fingerprint,
+                    url=result.output_urls[variant.variant_name],
+                    unique_filename=row.unique_filename,
+                )
         for variant, dest in pending:
-            url = result.output_urls.get(variant.variant_name)
-            if not url:
-                raise _RowError(
-                    f"the backend returned no output for variant {variant.variant_name!r}"
-                )
-            self.backend.download(url, dest)
-            record = OutputRecord(
-                path=str(dest),
-                size=dest.stat().st_size,
-                sha256=sha256_file(dest),
-                url=url,
-                unique_filename=row.unique_filename,
-            )
-            if self.cache is not None:
-                self.cache.put_output(
-                    image_sha, variant.cache_key(), self.identity, self.fingerprint, record
-                )
-            row.paths[variant.variant_name] = record.path
-            row.urls[variant.variant_name] = url
+            url = result.output_urls[variant.variant_name]
+            self._fetch_output(row, image_sha, variant, dest, url, row.unique_filename)
             self._add(outputs_rendered=1)
+        return self._finish_row(row)
+
+    def _finish_row(self, row: RowResult) -> RowResult:
         # keep the caller's variant order in the row's dicts
         row.paths = {v.variant_name: row.paths[v.variant_name] for v in self.variants}
         row.urls = {v.variant_name: row.urls[v.variant_name] for v in self.variants}
         row.status = "done"
         return row
+
+    def _resume_paid(
+        self, row: RowResult, image_sha: str, pending: list[tuple[Variant, Path]]
+    ) -> list[tuple[Variant, Path]]:
+        """Download outputs paid for earlier whose download failed; returns what is left.
+
+        A remembered URL the backend no longer serves (404: expired) is forgotten and its
+        variant processed again; any other failure fails the row, to be resumed next time.
+        """
+        if self.cache is None:
+            return pending
+        left = []
+        for variant, dest in pending:
+            paid = self.cache.get_paid_output(
+                image_sha, variant.cache_key(), self.identity, self.fingerprint
+            )
+            if paid is None:
+                left.append((variant, dest))
+                continue
+            url, unique_filename = paid
+            try:
+                self._fetch_output(row, image_sha, variant, dest, url, unique_filename)
+            except NotFoundError:
+                self.cache.forget_paid_output(
+                    image_sha, variant.cache_key(), self.identity, self.fingerprint
+                )
+                left.append((variant, dest))
+                continue
+            row.unique_filename = row.unique_filename or unique_filename
+            self._add(downloads_resumed=1)
+        return left
+
+    def _fetch_output(
+        self,
+        row: RowResult,
+        image_sha: str,
+        variant: Variant,
+        dest: Path,
+        url: str,
+        unique_filename: str,
+    ) -> None:
+        """Download one output (retried), record it in the cache and in ``row``."""
+        for attempt in range(DOWNLOAD_ATTEMPTS):
+            try:
+                self.backend.download(url, dest)
+                break
+            except NotFoundError:
+                raise
+            except (BgcutError, OSError) as exc:
+                retryable = not isinstance(exc, APIError) or exc.status >= 500 or exc.status == 429
+                if attempt + 1 >= DOWNLOAD_ATTEMPTS or not retryable or self.stop.is_set():
+                    raise
+                time.sleep(0.2 * 2**attempt)
+        record = OutputRecord(
+            path=str(dest),
+            size=dest.stat().st_size,
+            sha256=sha256_file(dest),
+            url=url,
+            unique_filename=unique_filename,
+        )
+        if self.cache is not None:
+            key = variant.cache_key()
+            self.cache.put_output(image_sha, key, self.identity, self.fingerprint, record)
+            self.cache.forget_paid_output(image_sha, key, self.identity, self.fingerprint)
+        row.paths[variant.variant_name] = record.path
+        row.urls[variant.variant_name] = url
 
     def upload_row(self, value: object) -> RowResult:
         data, stem, _ = _read_source(value, self.base_dir)

@@ -9,6 +9,10 @@ A :class:`ReuseCache` is a :class:`diskcache.Cache` (one directory, set by an ar
 * **outputs**: ``(SHA-256 of the image bytes, canonical variant, backend identity, key
   fingerprint)`` -> where the rendered file was written, with its size and SHA-256, so a re-run
   costs nothing while the file is intact.
+* **paid outputs** (same key): the output URL and ``unique_filename`` a ``process-image`` call
+  answered, remembered as soon as it answers and until the file is downloaded (at most
+  :data:`OUTPUT_URL_REUSE_TTL`), so a failed download is resumed from the URL instead of paying
+  for the output again.
 
 Keys hold a one-way fingerprint of the API key, never the key; values hold file paths, sizes,
 hashes, ``unique_filename`` and output URLs, never a secret.
@@ -33,16 +37,20 @@ __all__ = [
     "ReuseCache",
     "OutputRecord",
     "DEFAULT_SIZE_LIMIT",
+    "OUTPUT_URL_REUSE_TTL",
     "sha256_bytes",
     "sha256_file",
 ]
 
 #: Default size limit of the cache database (entries are small; the files live in ``out_dir``).
 DEFAULT_SIZE_LIMIT = 256 * 1024 * 1024
-#: Uploads live 2 hours on the service; trust a remembered one for 100 minutes at most.
+#: Output URLs are temporary (an hour on ``bgcut-nb serve``; the service does not say): a
+#: remembered, not yet downloaded URL is tried for 30 minutes at most, then processed again.
+OUTPUT_URL_REUSE_TTL = 30 * 60.0
 
 _UPLOAD = "upload"
 _OUTPUT = "output"
+_PAID = "paid"
 _CHUNK = 1 << 20
 
 
@@ -180,6 +188,44 @@ class ReuseCache:
         """Remember a finished output (kept until evicted by size or cleared)."""
         key = self._output_key(image_sha256, variant_key, identity, key_fingerprint)
         self._cache.set(key, asdict(record))
+
+    # -- paid outputs not downloaded yet ---------------------------------------------------------
+    @staticmethod
+    def _paid_key(image_sha256: str, variant_key: str, identity: str, key_fingerprint: str):
+        return (_PAID, image_sha256, variant_key, identity, key_fingerprint)
+
+    def put_paid_output(
+        self,
+        image_sha256: str,
+        variant_key: str,
+        identity: str,
+        key_fingerprint: str,
+        *,
+        url: str,
+        unique_filename: str,
+        ttl: float = OUTPUT_URL_REUSE_TTL,
+    ) -> None:
+        """Remember an output URL that ``process-image`` answered, before downloading it."""
+        key = self._paid_key(image_sha256, variant_key, identity, key_fingerprint)
+        self._cache.set(key, {"url": url, "unique_filename": unique_filename}, expire=ttl)
+
+    def get_paid_output(
+        self, image_sha256: str, variant_key: str, identity: str, key_fingerprint: str
+    ) -> tuple[str, str] | None:
+        """``(url, unique_filename)`` of a paid output not downloaded yet, if remembered."""
+        value = self._cache.get(
+            self._paid_key(image_sha256, variant_key, identity, key_fingerprint)
+        )
+        if not isinstance(value, dict):
+            return None
+        self._count("paid_output_hits")
+        return str(value["url"]), str(value.get("unique_filename", ""))
+
+    def forget_paid_output(
+        self, image_sha256: str, variant_key: str, identity: str, key_fingerprint: str
+    ) -> None:
+        """Drop a remembered URL (downloaded, or the service no longer serves it)."""
+        self._cache.delete(self._paid_key(image_sha256, variant_key, identity, key_fingerprint))
 
     # -- inspect and clear ---------------------------------------------------------------------
     def entries(self) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ as JSON ``{"detail": "..."}`` with the spec's status (400, never FastAPI's 422).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -24,6 +25,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from ..contract.backend import Backend
 from ..contract.errors import APIError, BadRequestError, PayloadTooLargeError, RateLimitError
@@ -35,9 +37,10 @@ from ..contract.wire import (
     PROCESS_PATH,
     UPLOAD_PATH,
 )
-from ..core.config import resolve_storage_dir
+from ..core.config import resolve_server_dir
 from ..core.version import __version__
 from .ledger import Ledger
+from .logs import install_redaction
 from .schemas import ErrorResponse, ProcessRequest, ProcessResponse, UploadResponse
 from .service import FILES_PATH, ServerSettings, V3Service
 
@@ -56,8 +59,9 @@ _STATUS_TEXT = {
     401: "Missing or invalid Authorization header",
     402: "Insufficient credits",
     404: "Image not found: unique_filename does not exist, has expired or belongs to another key",
-    413: "Upload larger than the size limit (12 MB by default)",
-    429: "Rate limit exceeded; retry after Retry-After seconds",
+    408: "The request body stalled (no data for the body timeout); the upload was dropped",
+    413: "Upload larger than the size limit (12 MB), or over the key's storage quota",
+    429: "Rate limit, upload quota or engine queue full; retry after Retry-After seconds",
 }
 
 
@@ -65,12 +69,18 @@ class _BodyTooLarge(Exception):
     pass
 
 
-class _BodyLimit:
-    """ASGI middleware: stop reading a request body for ``path`` beyond ``limits[path]``."""
+class _BodyStalled(Exception):
+    pass
 
-    def __init__(self, app: Any, limits: Mapping[str, int]) -> None:
+
+class _BodyLimit:
+    """ASGI middleware: stop reading a request body for ``path`` beyond ``limits[path]``
+    bytes, or when no part of it arrives for ``timeout`` seconds (a stalled upload)."""
+
+    def __init__(self, app: Any, limits: Mapping[str, int], timeout: float) -> None:
         self.app = app
         self.limits = dict(limits)
+        self.timeout = timeout
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         limit = self.limits.get(scope.get("path", "")) if scope["type"] == "http" else None
@@ -81,7 +91,10 @@ class _BodyLimit:
 
         async def limited_receive() -> dict:
             nonlocal seen
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.timeout)
+            except TimeoutError:
+                raise _BodyStalled from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
@@ -152,6 +165,7 @@ def create_app(
     costs: CostTable = DEFAULT_COSTS,
     reset_credits: bool = False,
     stats: Counter | None = None,
+    process_max_pixels: int | None = None,
     **settings: Any,
 ) -> FastAPI:
     """Build the v3 API server over ``backend`` (default: a :class:`LocalBackend` in
@@ -161,22 +175,29 @@ def create_app(
     keeps its balance unless ``reset_credits``). State lives in SQLite at ``db_path``
     (default ``<storage_dir>/server.sqlite3``). ``settings`` are :class:`ServerSettings`
     fields: ``upload_ttl``, ``url_ttl``, ``rate_limit``, ``burst``, ``max_upload_bytes``,
-    ``public_url``. ``stats`` (a Counter) counts handled ``upload``/``process``/``file``
-    requests.
+    ``public_url``, ``workers``, ``queue``, ``uploads_per_hour``, ``storage_bytes``,
+    ``sweep_interval``, ``body_timeout``. ``process_max_pixels`` is the default engine's
+    processing pixel limit. ``stats`` (a Counter) counts handled ``upload``/``process``/``file``
+    requests and the service's ``engine_calls``, ``refunds``, ``busy`` and ``swept``.
     """
     options = ServerSettings(**settings)
-    storage = resolve_storage_dir(storage_dir)
+    install_redaction()  # access logs never show ?api_key=, ?token= or URL signatures
+    storage = resolve_server_dir(storage_dir)
     if backend is None:
         from ..backends.local import LocalBackend
 
         backend = LocalBackend(
-            storage / "engine", model_dir=model_dir, upload_ttl=options.upload_ttl, costs=costs
+            storage / "engine",
+            model_dir=model_dir,
+            upload_ttl=options.upload_ttl,
+            costs=costs,
+            **({"process_max_pixels": process_max_pixels} if process_max_pixels else {}),
         )
     ledger = Ledger(Path(db_path) if db_path else storage / "server.sqlite3")
-    service = V3Service(
-        backend, ledger, api_keys, options, costs=costs, reset_credits=reset_credits
-    )
     counts = stats if stats is not None else Counter()
+    service = V3Service(
+        backend, ledger, api_keys, options, costs=costs, reset_credits=reset_credits, stats=counts
+    )
 
     app = FastAPI(
         title="bgcut-nb v3 server",
@@ -191,6 +212,7 @@ def create_app(
             UPLOAD_PATH: options.max_upload_bytes + _MULTIPART_OVERHEAD,
             PROCESS_PATH: _MAX_JSON_BYTES,
         },
+        timeout=options.body_timeout,
     )
     _install_error_handlers(app)
 
@@ -222,6 +244,8 @@ def create_app(
                 f"Image too large: uploads are limited to "
                 f"{options.max_upload_bytes / (1024 * 1024):g} MB"
             ) from None
+        except _BodyStalled:
+            raise _stalled(options.body_timeout) from None
         try:
             image = form.get("image")
             if not isinstance(image, UploadFile):
@@ -250,6 +274,8 @@ def create_app(
             raw = await request.body()
         except _BodyTooLarge:
             raise BadRequestError("Request body too large for a process-image call") from None
+        except _BodyStalled:
+            raise _stalled(options.body_timeout) from None
         unique_filename, variants = _parse_process_body(raw)
         answer = await run_in_threadpool(
             service.process,
@@ -262,7 +288,7 @@ def create_app(
         return JSONResponse(answer, headers={IDEMPOTENCY_SUPPORT_HEADER: "process-image"})
 
     @app.get(
-        FILES_PATH + "/{token}/{name}",
+        FILES_PATH + "/{token}/{name:path}",
         summary="Download an input or output image (signed, expiring URL)",
         responses={
             200: {
@@ -313,6 +339,10 @@ def _parse_process_body(raw: bytes) -> tuple[str, list]:
         raise BadRequestError(f"Invalid output_variants: {exc}") from None
 
 
+def _stalled(timeout: float) -> APIError:
+    return APIError(f"Request timeout: the request body stalled for {timeout:g} s", 408)
+
+
 def _error(status: int, detail: object, headers: Mapping[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"detail": str(detail)}, status_code=status, headers=headers)
 
@@ -323,7 +353,15 @@ def _install_error_handlers(app: FastAPI) -> None:
         headers = None
         if isinstance(exc, RateLimitError) and exc.retry_after is not None:
             headers = {"Retry-After": str(max(0, math.ceil(exc.retry_after)))}
+        if exc.status == 408:  # the rest of the body is never read: close the connection
+            headers = {"Connection": "close"}
         return _error(exc.status, exc.detail, headers)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, exc: ClientDisconnect) -> JSONResponse:
+        # The client went away mid-request (an abandoned upload): nobody to answer, no traceback.
+        log.info("client disconnected during %s %s", request.method, request.url.path)
+        return _error(400, "Client disconnected before the request was complete")
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -28,13 +28,21 @@ _HOP_HEADERS = {b"connection", b"keep-alive", b"transfer-encoding", b"content-le
 
 @dataclass(frozen=True)
 class FaultSpec:
-    """Inject one of ``kinds`` (chosen uniformly) into a ``rate`` share of requests."""
+    """Inject one of ``kinds`` (chosen uniformly) into a ``rate`` share of requests.
+
+    ``paths``: only requests whose path starts with one of these prefixes (default: all).
+    """
 
     rate: float = 0.2
     kinds: tuple[str, ...] = FAULT_KINDS
     retry_after: int = 1
     latency: float = 0.25
     seed: int | None = None
+    paths: tuple[str, ...] = ()
+
+    def applies_to(self, target: bytes) -> bool:
+        """Whether a request for ``target`` (its path and query) may get a fault."""
+        return not self.paths or target.decode("latin-1").startswith(self.paths)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.rate <= 1.0:
@@ -121,8 +129,8 @@ class FaultProxy:
 
     # -- one client connection ----------------------------------------------------------------
 
-    def _choose(self) -> str | None:
-        if self._rng.random() >= self.spec.rate:
+    def _choose(self, target: bytes = b"/") -> str | None:
+        if not self.spec.applies_to(target) or self._rng.random() >= self.spec.rate:
             return None
         return self._rng.choice(self.spec.kinds)
 
@@ -134,7 +142,7 @@ class FaultProxy:
                 if request is None:
                     return
                 head, body = request
-                fault = self._choose()
+                fault = self._choose(head.target)
                 if fault is not None:
                     self.stats[fault] += 1
                 if fault == "reset-before":

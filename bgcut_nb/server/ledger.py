@@ -1,8 +1,13 @@
 """The server's SQLite state: credit balances, upload ownership, signed files and charges.
 
-Only one-way key hashes are stored, never keys. Every processing call is charged in one
-transaction that checks the balance, debits it and journals the charge (with the request's
-``Idempotency-Key``), so a balance never goes negative and one call is never charged twice.
+Only one-way key hashes are stored, never keys. Every processing call first **reserves** its
+credits in one transaction that checks the balance, debits it and journals the call (with the
+request's ``Idempotency-Key``) as ``reserved``; the work runs only after that, and is then
+``charged`` (with its result) or refunded. So a balance never goes negative, a call that cannot
+be paid never runs, one call is never charged twice, and a failed call costs nothing (calls
+still reserved when the server stopped are refunded when it starts again).
+
+Uploads are journalled with their size and time for the per-key quotas.
 """
 
 from __future__ import annotations
@@ -16,7 +21,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
-__all__ = ["Ledger", "Charge"]
+__all__ = ["Ledger", "Charge", "QuotaExceeded"]
+
+#: Columns added since the first release, added to an older database on open.
+_MIGRATIONS = {
+    "uploads": {
+        "created": "REAL NOT NULL DEFAULT 0",
+        "size": "INTEGER NOT NULL DEFAULT 0",
+    },
+    "charges": {"state": "TEXT NOT NULL DEFAULT 'charged'"},
+}
+#: Seconds an upload is still counted for the uploads-per-hour quota.
+QUOTA_WINDOW = 3600.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -25,7 +41,9 @@ CREATE TABLE IF NOT EXISTS uploads (
     unique_filename TEXT PRIMARY KEY,
     key_hash TEXT NOT NULL,
     local_name TEXT NOT NULL,
-    expires REAL NOT NULL
+    expires REAL NOT NULL,
+    created REAL NOT NULL DEFAULT 0,
+    size INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS files (token TEXT PRIMARY KEY, local_url TEXT NOT NULL,
                                   expires REAL NOT NULL);
@@ -37,9 +55,11 @@ CREATE TABLE IF NOT EXISTS charges (
     credits REAL NOT NULL,
     result TEXT NOT NULL,
     created REAL NOT NULL,
+    state TEXT NOT NULL DEFAULT 'charged',
     UNIQUE (key_hash, idempotency_key)
 );
 CREATE INDEX IF NOT EXISTS uploads_expires ON uploads (expires);
+CREATE INDEX IF NOT EXISTS uploads_key ON uploads (key_hash, created);
 CREATE INDEX IF NOT EXISTS files_expires ON files (expires);
 """
 
@@ -52,6 +72,14 @@ class Charge(NamedTuple):
     result: dict[str, Any]
 
 
+class QuotaExceeded(Exception):
+    """An upload would exceed a key's quota: ``kind`` is ``"uploads"`` or ``"bytes"``."""
+
+    def __init__(self, kind: str, limit: float, retry_after: float | None = None) -> None:
+        super().__init__(kind)
+        self.kind, self.limit, self.retry_after = kind, limit, retry_after
+
+
 class Ledger:
     """Thread-safe access to the server database (one short-lived connection per operation)."""
 
@@ -60,6 +88,12 @@ class Ledger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
+            for table, columns in _MIGRATIONS.items():
+                have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+                if have:  # an older database: add what it lacks before the indexes
+                    for name, kind in columns.items():
+                        if name not in have:
+                            db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
             db.executescript(_SCHEMA)
 
     @contextlib.contextmanager
@@ -114,11 +148,68 @@ class Ledger:
 
     # -- uploads ------------------------------------------------------------------------------
 
-    def add_upload(self, unique_filename: str, key_hash: str, local_name: str, ttl: float) -> None:
+    def add_upload(
+        self,
+        unique_filename: str,
+        key_hash: str,
+        local_name: str,
+        ttl: float,
+        *,
+        size: int = 0,
+        max_per_hour: int = 0,
+        max_bytes: int = 0,
+    ) -> None:
+        """Journal an upload; :class:`QuotaExceeded` (and nothing stored) when it would take
+        the key past ``max_per_hour`` uploads in the last hour or ``max_bytes`` of live uploads
+        (0: no limit). ``local_name`` may be filled in later with :meth:`set_local_name`."""
+        now = time.time()
+        with self._transaction() as db:
+            if max_per_hour > 0:
+                recent = db.execute(
+                    "SELECT COUNT(*), MIN(created) FROM uploads WHERE key_hash=? AND created>?",
+                    (key_hash, now - QUOTA_WINDOW),
+                ).fetchone()
+                if recent[0] >= max_per_hour:
+                    retry_after = max(1.0, recent[1] + QUOTA_WINDOW - now)
+                    raise QuotaExceeded("uploads", max_per_hour, retry_after)
+            if max_bytes > 0:
+                stored = db.execute(
+                    "SELECT COALESCE(SUM(size), 0) FROM uploads WHERE key_hash=? AND expires>?",
+                    (key_hash, now),
+                ).fetchone()[0]
+                if stored + size > max_bytes:
+                    raise QuotaExceeded("bytes", max_bytes)
+            db.execute(
+                "INSERT INTO uploads (unique_filename, key_hash, local_name, expires, created, "
+                "size) VALUES (?, ?, ?, ?, ?, ?)",
+                (unique_filename, key_hash, local_name, now + ttl, now, size),
+            )
+
+    def set_local_name(self, unique_filename: str, local_name: str) -> None:
+        """Point a journalled upload at the engine's stored copy."""
         with self._transaction() as db:
             db.execute(
-                "INSERT INTO uploads VALUES (?, ?, ?, ?)",
-                (unique_filename, key_hash, local_name, time.time() + ttl),
+                "UPDATE uploads SET local_name=? WHERE unique_filename=?",
+                (local_name, unique_filename),
+            )
+
+    def void_upload(self, unique_filename: str) -> None:
+        """An upload whose storing failed (invalid image): it expires now and holds no bytes,
+        but still counts for the hourly quota."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE uploads SET expires=?, size=0, local_name='' WHERE unique_filename=?",
+                (time.time(), unique_filename),
+            )
+
+    def stored_bytes(self, key_hash: str) -> int:
+        """Bytes of this key's live uploads."""
+        with self._connect() as db:
+            return int(
+                db.execute(
+                    "SELECT COALESCE(SUM(size), 0) FROM uploads WHERE key_hash=? AND expires>?",
+                    (key_hash, time.time()),
+                ).fetchone()[0]
             )
 
     def find_upload(self, unique_filename: str, key_hash: str) -> str | None:
@@ -126,7 +217,7 @@ class Ledger:
         with self._connect() as db:
             row = db.execute(
                 "SELECT local_name FROM uploads WHERE unique_filename=? AND key_hash=? "
-                "AND expires>?",
+                "AND expires>? AND local_name!=''",
                 (unique_filename, key_hash, time.time()),
             ).fetchone()
         return None if row is None else row[0]
@@ -149,56 +240,94 @@ class Ledger:
             ).fetchone()
         return None if row is None else row[0]
 
-    def purge_expired(self) -> None:
-        """Forget expired uploads and file tokens."""
+    def purge_expired(self) -> list[str]:
+        """Forget expired uploads and file tokens; returns the engine names of the uploads
+        that expired (rows stay for the hourly quota's window, without a local name)."""
         now = time.time()
         with self._transaction() as db:
-            db.execute("DELETE FROM uploads WHERE expires<=?", (now,))
+            expired = [
+                row[0]
+                for row in db.execute(
+                    "SELECT local_name FROM uploads WHERE expires<=? AND local_name!=''", (now,)
+                )
+            ]
+            db.execute("UPDATE uploads SET local_name='' WHERE expires<=?", (now,))
+            db.execute(
+                "DELETE FROM uploads WHERE expires<=? AND created<=?", (now, now - QUOTA_WINDOW)
+            )
             db.execute("DELETE FROM files WHERE expires<=?", (now,))
+        return expired
 
     # -- charges ------------------------------------------------------------------------------
 
     def find_charge(self, key_hash: str, idempotency_key: str) -> Charge | None:
-        """The earlier call of this key with this ``Idempotency-Key``, if any."""
+        """The earlier, charged call of this key with this ``Idempotency-Key``, if any."""
         with self._connect() as db:
             row = db.execute(
                 "SELECT request_hash, credits, result FROM charges "
-                "WHERE key_hash=? AND idempotency_key=?",
+                "WHERE key_hash=? AND idempotency_key=? AND state='charged'",
                 (key_hash, idempotency_key),
             ).fetchone()
         return None if row is None else Charge(row[0], row[1], json.loads(row[2]))
 
-    def charge(
-        self,
-        key_hash: str,
-        credits: float,
-        *,
-        idempotency_key: str,
-        request_hash: str,
-        result: dict[str, Any],
-    ) -> bool:
-        """Debit ``credits`` and journal the call in one transaction; False if too few left."""
+    def reserve(
+        self, key_hash: str, credits: float, *, idempotency_key: str, request_hash: str
+    ) -> int | None:
+        """Debit ``credits`` and journal the call as reserved, in one transaction; returns the
+        reservation's id, or ``None`` (nothing debited) when too few credits are left."""
         with self._transaction() as db:
             row = db.execute(
                 "SELECT credits FROM accounts WHERE key_hash=?", (key_hash,)
             ).fetchone()
             if row is None or row[0] < credits:
-                return False
+                return None
             db.execute(
                 "UPDATE accounts SET credits=credits-? WHERE key_hash=?", (credits, key_hash)
             )
-            db.execute(
+            cursor = db.execute(
                 "INSERT INTO charges (key_hash, idempotency_key, request_hash, credits, result,"
-                " created) VALUES (?, ?, ?, ?, ?, ?)",
-                (key_hash, idempotency_key, request_hash, credits, json.dumps(result), time.time()),
+                " created, state) VALUES (?, ?, ?, ?, '{}', ?, 'reserved')",
+                (key_hash, idempotency_key, request_hash, credits, time.time()),
             )
-        return True
+            return int(cursor.lastrowid)
+
+    def settle(self, reservation: int, result: dict[str, Any]) -> None:
+        """The reserved call succeeded: keep the debit and journal its result."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE charges SET state='charged', result=? WHERE id=? AND state='reserved'",
+                (json.dumps(result), reservation),
+            )
+
+    def refund(self, reservation: int) -> None:
+        """The reserved call failed: give the credits back and forget the call."""
+        with self._transaction() as db:
+            self._refund(db, reservation)
+
+    def refund_reserved(self) -> int:
+        """Refund every call still reserved (the server stopped mid-work); returns how many."""
+        with self._transaction() as db:
+            ids = [r[0] for r in db.execute("SELECT id FROM charges WHERE state='reserved'")]
+            for reservation in ids:
+                self._refund(db, reservation)
+        return len(ids)
+
+    @staticmethod
+    def _refund(db: sqlite3.Connection, reservation: int) -> None:
+        row = db.execute(
+            "SELECT key_hash, credits FROM charges WHERE id=? AND state='reserved'",
+            (reservation,),
+        ).fetchone()
+        if row is not None:
+            db.execute("UPDATE accounts SET credits=credits+? WHERE key_hash=?", (row[1], row[0]))
+            db.execute("DELETE FROM charges WHERE id=?", (reservation,))
 
     def charges(self, key_hash: str) -> list[tuple[str, float]]:
         """``(request_hash, credits)`` of every charged call of a key, oldest first."""
         with self._connect() as db:
             rows = db.execute(
-                "SELECT request_hash, credits FROM charges WHERE key_hash=? ORDER BY id",
+                "SELECT request_hash, credits FROM charges WHERE key_hash=? AND state='charged' "
+                "ORDER BY id",
                 (key_hash,),
             ).fetchall()
         return [(r[0], float(r[1])) for r in rows]

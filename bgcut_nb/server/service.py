@@ -2,7 +2,10 @@
 
 :class:`V3Service` puts accounts, credits, rate limits, upload ownership and expiry, signed file
 URLs and idempotent charging around any :class:`~bgcut_nb.contract.backend.Backend`
-(the local engine).
+(the local engine). Engine work runs on a bounded :class:`~bgcut_nb.server.pool.EnginePool`
+(full: 429 with ``Retry-After``), paid by credits reserved before it starts and refunded if it
+fails; uploads are limited per key (uploads per hour, bytes stored); a background sweeper
+deletes expired uploads (with their outputs) and file tokens on a timer.
 The FastAPI layer in :mod:`bgcut_nb.server.app` only parses requests and formats answers.
 """
 
@@ -16,13 +19,14 @@ import math
 import mimetypes
 import secrets
 import threading
-import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from urllib.parse import quote, urlparse
 
+from ..backends.local import safe_filename
 from ..contract.backend import Backend
 from ..contract.errors import (
     AuthenticationError,
@@ -36,7 +40,8 @@ from ..contract.pricing import DEFAULT_COSTS, CostTable
 from ..contract.variants import Variant
 from ..contract.wire import UPLOAD_LIFETIME
 from .keys import key_hash, normalise_keys
-from .ledger import Ledger
+from .ledger import Ledger, QuotaExceeded
+from .pool import EnginePool
 from .ratelimit import TokenBucketLimiter
 from .signing import UrlSigner
 
@@ -58,6 +63,17 @@ class ServerSettings:
     burst: int = 20
     max_upload_bytes: int = 12 * 1024 * 1024
     public_url: str | None = None
+    #: Engine worker threads (0: one per core) and calls that may wait for one (None: 2 per
+    #: worker); beyond that, process-image is answered 429 with Retry-After.
+    workers: int = 0
+    queue: int | None = None
+    #: Per-key quotas (0: unlimited): uploads in any hour, and bytes of live (unexpired) uploads.
+    uploads_per_hour: int = 1000
+    storage_bytes: int = 1024 * 1024 * 1024
+    #: Seconds between sweeps of expired uploads, outputs and file tokens (0: no sweeper).
+    sweep_interval: float = 60.0
+    #: Seconds a request body may stall between two chunks before it is answered 408.
+    body_timeout: float = 15.0
 
 
 class V3Service:
@@ -72,19 +88,41 @@ class V3Service:
         *,
         costs: CostTable = DEFAULT_COSTS,
         reset_credits: bool = False,
+        stats: Counter | None = None,
     ) -> None:
         self.backend = backend
         self.ledger = ledger
         self.settings = settings
         self.costs = costs
+        #: ``engine_calls`` (work started), ``refunds``, ``busy`` (429: pool full), ``swept``.
+        self.stats: Counter = stats if stats is not None else Counter()
         self._keys = normalise_keys(api_keys)
         for hashed, credits in self._keys.items():
             ledger.provision(hashed, credits, reset=reset_credits)
+        refunded = ledger.refund_reserved()  # calls cut short by a stop are not paid for
+        if refunded:
+            log.warning("refunded %d processing call(s) interrupted by a restart", refunded)
         self._limiter = TokenBucketLimiter(settings.rate_limit, settings.burst)
         self._signer = UrlSigner(ledger.url_secret())
         self._locks: dict[tuple[str, str], tuple[threading.Lock, int]] = {}
         self._locks_guard = threading.Lock()
-        self._last_purge = 0.0
+        self.pool = EnginePool(settings.workers, settings.queue)
+        # Decoding an upload to check it takes memory too: at most one per engine worker.
+        self._ingest = threading.BoundedSemaphore(self.pool.workers)
+        self._closed = threading.Event()
+        self._sweeper: threading.Thread | None = None
+        if settings.sweep_interval > 0:
+            self._sweeper = threading.Thread(
+                target=self._sweep_loop, name="bgcut-sweeper", daemon=True
+            )
+            self._sweeper.start()
+
+    def close(self) -> None:
+        """Stop the sweeper and the engine pool (the backend is left open)."""
+        self._closed.set()
+        if self._sweeper is not None:
+            self._sweeper.join(10)
+        self.pool.close()
 
     # -- accounts -----------------------------------------------------------------------------
 
@@ -116,20 +154,51 @@ class V3Service:
     # -- the two endpoints --------------------------------------------------------------------
 
     def upload(self, hashed: str, data: bytes) -> dict[str, str]:
-        """Store an image for this key; returns ``{"unique_filename": ...}``."""
+        """Store an image for this key; returns ``{"unique_filename": ...}``.
+
+        Over a quota: 429 (uploads per hour, with ``Retry-After``) or 413 (bytes stored).
+        """
         limit = self.settings.max_upload_bytes
         if len(data) > limit:
             raise PayloadTooLargeError(f"Image too large: uploads are limited to {_mb(limit)}")
         if not data:
             raise BadRequestError("Missing image: the 'image' file is empty")
-        local = self.backend.upload_image(data)
         unique_filename = str(uuid.uuid4())
-        self.ledger.add_upload(
-            unique_filename, hashed, local.unique_filename, self.settings.upload_ttl
-        )
-        self._purge_now_and_then()
+        try:
+            self.ledger.add_upload(
+                unique_filename,
+                hashed,
+                "",
+                self.settings.upload_ttl,
+                size=len(data),
+                max_per_hour=self.settings.uploads_per_hour,
+                max_bytes=self.settings.storage_bytes,
+            )
+        except QuotaExceeded as exc:
+            raise self._quota_error(exc, hashed) from None
+        try:
+            with self._ingest:
+                local = self.backend.upload_image(data)
+        except BaseException:
+            self.ledger.void_upload(unique_filename)
+            raise
+        self.ledger.set_local_name(unique_filename, local.unique_filename)
         log.info("upload key=%s unique_filename=%s", hashed[:16], unique_filename)
         return {"unique_filename": unique_filename}
+
+    def _quota_error(self, exc: QuotaExceeded, hashed: str) -> Exception:
+        if exc.kind == "uploads":
+            wait = max(1, math.ceil(exc.retry_after or 1))
+            return RateLimitError(
+                f"Upload quota exceeded: at most {exc.limit:g} uploads per hour per key; "
+                f"retry after {wait} s",
+                retry_after=wait,
+            )
+        return PayloadTooLargeError(
+            f"Storage quota exceeded: this key's unexpired uploads may hold at most "
+            f"{_mb(int(exc.limit))} ({_mb(self.ledger.stored_bytes(hashed))} stored now); "
+            f"uploads expire {self.settings.upload_ttl:g} s after they were made"
+        )
 
     def process(
         self,
@@ -171,18 +240,29 @@ class V3Service:
         if local_name is None:
             raise NotFoundError()
         cost = self.costs.process_cost(variants)
-        balance = self.ledger.balance(hashed) or 0.0
-        if balance < cost:
-            raise _insufficient(cost, balance)
-        result = self.backend.process_image(local_name, variants).to_json()
-        # Work first, then debit and journal in one transaction: a lost race ends in 402 with
-        # nothing debited, never in a negative balance or a double charge.
-        if not self.ledger.charge(
-            hashed, cost, idempotency_key=idem, request_hash=request_hash, result=result
-        ):
-            raise _insufficient(cost, self.ledger.balance(hashed) or 0.0)
+        if self.pool.admitted >= self.pool.capacity:
+            self.stats["busy"] += 1  # counted here; slot() below refuses it with Retry-After
+        with self.pool.slot() as run:  # full: ServerBusyError (429), nothing reserved
+            # Credits first, work second: a call that cannot be paid never runs, and one that
+            # fails is refunded. Reservation is one transaction, so racing calls cannot overdraw.
+            reservation = self.ledger.reserve(
+                hashed, cost, idempotency_key=idem, request_hash=request_hash
+            )
+            if reservation is None:
+                raise _insufficient(cost, self.ledger.balance(hashed) or 0.0)
+            try:
+                self.stats["engine_calls"] += 1
+                result = run(self._render, local_name, variants)
+            except BaseException:
+                self.ledger.refund(reservation)
+                self.stats["refunds"] += 1
+                raise
+            self.ledger.settle(reservation, result)
         log.info("process key=%s variants=%d charged=%g", hashed[:16], len(variants), cost)
         return result
+
+    def _render(self, local_name: str, variants: list[Variant]) -> dict[str, object]:
+        return self.backend.process_image(local_name, variants).to_json()
 
     # -- files --------------------------------------------------------------------------------
 
@@ -196,9 +276,11 @@ class V3Service:
             tokens[token] = engine_url
             expires, signature = self._signer.sign(token, self.settings.url_ttl)
             suffix = PurePosixPath(urlparse(engine_url).path).suffix
+            # The file name is cosmetic (the token finds the file): a slug of the variant name,
+            # so no '/', '..', '%', '?' or '#' of a variant_name can change the URL's route.
+            slug = quote(safe_filename(name, "output"), safe="")
             return (
-                f"{base}{FILES_PATH}/{token}/{quote(name, safe='')}{suffix}"
-                f"?expires={expires}&signature={signature}"
+                f"{base}{FILES_PATH}/{token}/{slug}{suffix}?expires={expires}&signature={signature}"
             )
 
         output_urls = {name: signed(url, name) for name, url in result["output_urls"].items()}
@@ -242,11 +324,26 @@ class V3Service:
                 else:
                     self._locks[k] = (lock, users - 1)
 
-    def _purge_now_and_then(self) -> None:
-        now = time.monotonic()
-        if now - self._last_purge > 60.0:
-            self._last_purge = now
-            self.ledger.purge_expired()
+    def sweep(self) -> int:
+        """Delete expired uploads (with their outputs) and file tokens; returns how many
+        uploads went."""
+        expired = self.ledger.purge_expired()
+        forget = getattr(self.backend, "forget_upload", None)
+        if forget is not None:
+            for local_name in expired:
+                forget(local_name)
+        sweep_engine = getattr(self.backend, "sweep_expired", None)
+        if sweep_engine is not None:
+            sweep_engine()  # the engine's own expiry (uploads made outside this server)
+        self.stats["swept"] += len(expired)
+        return len(expired)
+
+    def _sweep_loop(self) -> None:
+        while not self._closed.wait(self.settings.sweep_interval):
+            try:
+                self.sweep()
+            except Exception:  # a failed sweep is retried next time; the server keeps going
+                log.warning("storage sweep failed", exc_info=True)
 
 
 def _insufficient(cost: float, balance: float) -> InsufficientCreditsError:

@@ -120,6 +120,8 @@ class ServerThread:
             self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(15)
+        if self._server is not None:
+            self.app.state.service.close()
         if self._own_dir:
             shutil.rmtree(self.storage_dir, ignore_errors=True)
 

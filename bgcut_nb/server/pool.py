@@ -1,0 +1,97 @@
+"""The server's engine pool: a fixed number of worker threads and a bounded queue.
+
+Every ``process-image`` call runs its engine work here. A call is admitted only while fewer than
+``workers + queue`` calls are admitted; beyond that it is refused at once (the app answers 429
+with ``Retry-After``), so a burst of calls never piles up threads, memory or sockets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from ..contract.errors import RateLimitError
+
+__all__ = ["EnginePool", "ServerBusyError", "default_workers"]
+
+T = TypeVar("T")
+
+
+def default_workers() -> int:
+    """One engine worker per available core."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class ServerBusyError(RateLimitError):
+    """Every worker is busy and the queue is full (answered 429 with ``Retry-After``)."""
+
+
+class EnginePool:
+    """``workers`` threads run admitted calls; at most ``queue`` more wait for one."""
+
+    def __init__(self, workers: int | None = None, queue: int | None = None) -> None:
+        self.workers = workers if workers and workers > 0 else default_workers()
+        self.queue = queue if queue is not None and queue >= 0 else 2 * self.workers
+        self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="bgcut-engine")
+        self._lock = threading.Lock()
+        self._admitted = 0
+        self._seconds: deque[float] = deque(maxlen=32)
+        self.refused = 0
+
+    @property
+    def capacity(self) -> int:
+        """Calls admitted at most at once (running plus queued)."""
+        return self.workers + self.queue
+
+    @property
+    def admitted(self) -> int:
+        return self._admitted
+
+    def retry_after(self) -> int:
+        """Seconds until a slot is likely free: the queue's work spread over the workers."""
+        typical = sorted(self._seconds)[len(self._seconds) // 2] if self._seconds else 1.0
+        return max(1, min(60, math.ceil(typical * max(1, self._admitted) / self.workers)))
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[Callable[..., object]]:
+        """Admit one call (else :class:`ServerBusyError`); yields ``run(fn, *args)``, which
+        runs ``fn`` on a worker thread and waits for it."""
+        with self._lock:
+            if self._admitted >= self.capacity:
+                self.refused += 1
+                wait = self.retry_after()
+                raise ServerBusyError(
+                    f"Server busy: {self._admitted} processing calls are running or queued; "
+                    f"retry after {wait} s",
+                    retry_after=wait,
+                )
+            self._admitted += 1
+        try:
+            yield self._run
+        finally:
+            with self._lock:
+                self._admitted -= 1
+
+    def _run(self, fn: Callable[..., T], *args: object) -> T:
+        def timed() -> T:
+            started = time.monotonic()
+            try:
+                return fn(*args)
+            finally:
+                self._seconds.append(time.monotonic() - started)
+
+        return self._executor.submit(timed).result()
+
+    def close(self) -> None:
+        """Stop the workers once the admitted calls are done."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
