@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -71,6 +71,7 @@ class LocalBackend(Backend):
         process_max_pixels: int = DEFAULT_PROCESS_PIXELS,
         costs: CostTable = DEFAULT_COSTS,
         engine: Any = None,
+        providers: str | Sequence[str] | None = None,
         matte_memory: int = 8,
         matte_bytes: int = 256 * 1024 * 1024,
     ) -> None:
@@ -81,6 +82,8 @@ class LocalBackend(Backend):
         self.process_max_pixels = int(process_max_pixels)
         self.costs = costs
         self._engine = engine
+        #: ONNX Runtime providers the engine asks for (default ``BGCUT_ONNX_PROVIDERS``, CPU).
+        self.providers = providers
         self._engine_lock = threading.Lock()
         self._locks: dict[tuple[str, str, int], threading.Lock] = {}
         self._locks_guard = threading.Lock()
@@ -92,6 +95,10 @@ class LocalBackend(Backend):
 
     def __repr__(self) -> str:
         return f"LocalBackend(storage_dir={str(self.storage_dir)!r})"
+
+    def describe(self) -> str:
+        """One line saying where the work runs: ONNX Runtime and its providers, best first."""
+        return self.engine.describe()
 
     @property
     def identity(self) -> str:
@@ -105,7 +112,7 @@ class LocalBackend(Backend):
                 if self._engine is None:
                     from ..engine.pipeline import LocalEngine
 
-                    self._engine = LocalEngine(model_dir=self.model_dir)
+                    self._engine = LocalEngine(self.model_dir, providers=self.providers)
         return self._engine
 
     # -- uploads -------------------------------------------------------------------------------

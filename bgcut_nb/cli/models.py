@@ -36,6 +36,13 @@ def run(args: argparse.Namespace) -> int:
             present = verify_file(path, spec) is None
             size = f"{spec.size_bytes / 1e6:.1f} MB"
             print(f"{name:<8} {'yes' if present else 'no':<8} {size:>10}  {path}")
+        from bgcut_nb.engine.pipeline import LocalEngine
+
+        try:
+            print(LocalEngine(args.model_dir).describe())
+        except ValueError as exc:  # a bad BGCUT_ONNX_PROVIDERS
+            print(f"bgcut-nb models: {exc}", file=sys.stderr)
+            return 2
         return 0
 
     names = args.names or [DEFAULT_MODEL]

@@ -41,12 +41,16 @@ def run(args: argparse.Namespace) -> int:
     if "path" not in frame.columns:
         columns = ", ".join(map(repr, frame.columns)) or "none"
         raise SystemExit(f"{table} needs a 'path' column of image files; its columns: {columns}")
+    from ..notebook.accessor import resolve_backend
+
+    backend = resolve_backend("local")
+    print(backend.describe())
     result = frame.bgcut.process(
         SPEC_EXAMPLE_VARIANTS,
         image_col="path",
         base_dir=args.data,
         out_dir=args.out,
-        backend="local",
+        backend=backend,
         cache=args.cache_dir,
         progress=not args.no_progress,
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import platformdirs
@@ -17,6 +18,7 @@ __all__ = [
     "resolve_api_base",
     "resolve_cache_dir",
     "resolve_model_dir",
+    "resolve_onnx_providers",
     "resolve_storage_dir",
     "resolve_server_dir",
     "DEFAULT_API_BASE",
@@ -26,6 +28,7 @@ ENV_API_KEY = "BGCUT_API_KEY"
 ENV_API_BASE = "BGCUT_API_BASE"
 ENV_CACHE_DIR = "BGCUT_CACHE_DIR"
 ENV_MODEL_DIR = "BGCUT_MODEL_DIR"
+ENV_ONNX_PROVIDERS = "BGCUT_ONNX_PROVIDERS"
 
 DEFAULT_API_BASE = "https://api.backgroundcut.co"
 
@@ -108,3 +111,11 @@ def resolve_server_dir(storage_dir: str | os.PathLike[str] | None = None) -> Pat
     if storage_dir:
         return Path(storage_dir).expanduser()
     return Path(platformdirs.user_data_dir("bgcut-nb", appauthor=False)) / "server"
+
+
+def resolve_onnx_providers(providers: str | Sequence[str] | None = None) -> tuple[str, ...]:
+    """ONNX Runtime providers in order of preference: argument, else ``BGCUT_ONNX_PROVIDERS``
+    (comma-separated), else the CPU alone. Names are checked by the engine."""
+    value = providers if providers is not None else os.environ.get(ENV_ONNX_PROVIDERS, "")
+    names = value.split(",") if isinstance(value, str) else list(value)
+    return tuple(n.strip() for n in names if n and n.strip()) or ("cpu",)

@@ -30,6 +30,7 @@ import functools
 import logging
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,10 +141,16 @@ class Matting:
     """Cut-outs at each quality tier; loads each ONNX model once, safe to share between threads."""
 
     def __init__(
-        self, model_dir: str | os.PathLike[str] | None = None, *, threads: int | None = None
+        self,
+        model_dir: str | os.PathLike[str] | None = None,
+        *,
+        threads: int | None = None,
+        providers: str | Sequence[str] | None = None,
     ):
         self.model_dir = model_dir
         self.threads = threads
+        #: ONNX Runtime providers asked for (``None``: ``BGCUT_ONNX_PROVIDERS``, else the CPU).
+        self.providers = providers
         self._segmenters: dict[tuple[str, bool], Segmenter] = {}
         self._lock = threading.Lock()
         self._warned_fallback = False
@@ -155,7 +162,11 @@ class Matting:
             if seg is None:
                 path = ensure_model(name, model_dir=self.model_dir)
                 seg = shared_segmenter(
-                    path, get_spec(name), threads=self.threads, any_size=any_size
+                    path,
+                    get_spec(name),
+                    threads=self.threads,
+                    any_size=any_size,
+                    providers=self.providers,
                 )
                 self._segmenters[name, any_size] = seg
             return seg

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
 
 from ..contract.variants import Variant
 from .matting import Cutout, Matting
+from .providers import choose_providers
 from .render import render_variant
 
 __all__ = ["LocalEngine"]
@@ -18,9 +20,20 @@ class LocalEngine:
     """Segmentation (:class:`~bgcut_nb.engine.matting.Matting`) plus rendering, in-process."""
 
     def __init__(
-        self, model_dir: str | os.PathLike[str] | None = None, matting: Matting | None = None
+        self,
+        model_dir: str | os.PathLike[str] | None = None,
+        matting: Matting | None = None,
+        *,
+        providers: str | Sequence[str] | None = None,
     ) -> None:
-        self.matting = matting if matting is not None else Matting(model_dir=model_dir)
+        self.matting = matting if matting is not None else Matting(model_dir, providers=providers)
+
+    def describe(self) -> str:
+        """One line: the ONNX Runtime version and the providers sessions run on, best first."""
+        import onnxruntime as ort
+
+        chosen = choose_providers(self.matting.providers)
+        return f"local engine: ONNX Runtime {ort.__version__} on {', '.join(chosen)}"
 
     def cutout(self, image: Image.Image, quality: str) -> Cutout:
         """The cut-out of an ``RGB``/``RGBA`` image at a quality tier.

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from .models import ModelSpec
+from .providers import choose_providers
 
 __all__ = ["Segmenter", "default_threads", "shared_segmenter"]
 
@@ -46,6 +48,7 @@ class Segmenter:
         *,
         threads: int | None = None,
         any_size: bool = False,
+        providers: str | Sequence[str] | None = None,
     ):
         import onnxruntime as ort
 
@@ -68,15 +71,17 @@ class Segmenter:
         self._session = ort.InferenceSession(
             _free_spatial_dims(self.model_path) if any_size else str(self.model_path),
             sess_options=options,
-            providers=["CPUExecutionProvider"],
+            providers=choose_providers(providers),
         )
+        #: The providers the session runs on, best first (CPU is always the last fallback).
+        self.providers: list[str] = list(self._session.get_providers())
         self._input = self._session.get_inputs()[0].name
         self._output = self._session.get_outputs()[0].name
         self._mean = np.asarray(spec.mean, dtype=np.float32)
         self._std = np.asarray(spec.std, dtype=np.float32)
 
     def __repr__(self) -> str:
-        return f"Segmenter({self.spec.name!r}, {str(self.model_path)!r})"
+        return f"Segmenter({self.spec.name!r}, {str(self.model_path)!r}, {self.providers[0]!r})"
 
     def preprocess(self, rgb: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
         """The model's input tensor (1x3xHxW float32) for an RGB uint8 photo.
@@ -124,7 +129,7 @@ def _free_spatial_dims(path: Path) -> bytes:
     return model.SerializeToString()
 
 
-_shared: dict[tuple[str, int, int | None, bool], Segmenter] = {}
+_shared: dict[tuple[str, int, int | None, bool, tuple[str, ...]], Segmenter] = {}
 _shared_lock = threading.Lock()
 
 
@@ -134,6 +139,7 @@ def shared_segmenter(
     *,
     threads: int | None = None,
     any_size: bool = False,
+    providers: str | Sequence[str] | None = None,
 ) -> Segmenter:
     """The process-wide :class:`Segmenter` for this model file and settings.
 
@@ -142,9 +148,11 @@ def shared_segmenter(
     A file replaced on disk (another size) gets a new session.
     """
     path = Path(model_path).resolve()
-    key = (str(path), path.stat().st_size, threads, any_size)
+    chosen = tuple(choose_providers(providers))
+    key = (str(path), path.stat().st_size, threads, any_size, chosen)
     with _shared_lock:
         seg = _shared.get(key)
         if seg is None:
-            seg = _shared[key] = Segmenter(path, spec, threads=threads, any_size=any_size)
+            seg = Segmenter(path, spec, threads=threads, any_size=any_size, providers=chosen)
+            _shared[key] = seg
         return seg
