@@ -64,7 +64,8 @@ def test_requests_counted_by_the_server(photos, tmp_path, monkeypatch):
         first = df.bgcut.process(LOW_VARIANTS, **kw)
         assert first.attrs["bgcut"]["backend"] == f"remote:{server.base_url}"
         assert (first["bgcut_error"] == "").all()
-        assert dict(server.stats) == {"upload": 4, "process": 4, "file": 8}
+        # HTTP requests by kind, and one engine run per process call (none refunded or refused)
+        assert dict(server.stats) == {"upload": 4, "process": 4, "file": 8, "engine_calls": 4}
 
         # running the same cell twice: zero uploads, zero process calls, zero downloads
         before = dict(server.stats)
