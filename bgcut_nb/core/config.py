@@ -18,6 +18,7 @@ __all__ = [
     "resolve_cache_dir",
     "resolve_model_dir",
     "resolve_storage_dir",
+    "resolve_requests_per_minute",
     "DEFAULT_API_BASE",
 ]
 
@@ -25,6 +26,7 @@ ENV_API_KEY = "BGCUT_API_KEY"
 ENV_API_BASE = "BGCUT_API_BASE"
 ENV_CACHE_DIR = "BGCUT_CACHE_DIR"
 ENV_MODEL_DIR = "BGCUT_MODEL_DIR"
+ENV_REQUESTS_PER_MINUTE = "BGCUT_REQUESTS_PER_MINUTE"
 
 DEFAULT_API_BASE = "https://api.backgroundcut.co"
 
@@ -98,3 +100,22 @@ def resolve_model_dir(model_dir: str | os.PathLike[str] | None = None) -> Path:
 def resolve_storage_dir(storage_dir: str | os.PathLike[str] | None = None) -> Path:
     """Where the local engine keeps uploads and outputs (under the cache dir by default)."""
     return Path(storage_dir).expanduser() if storage_dir else resolve_cache_dir() / "local-engine"
+
+
+def resolve_requests_per_minute(requests_per_minute: float | None = None) -> float | None:
+    """The plan's request rate: argument, else ``BGCUT_REQUESTS_PER_MINUTE``, else ``None``
+    (not configured: the client learns it from 429 answers). ``0`` also means not configured."""
+    value: object = requests_per_minute
+    if value is None:
+        value = os.environ.get(ENV_REQUESTS_PER_MINUTE, "").strip() or None
+    if value is None:
+        return None
+    try:
+        rate = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{ENV_REQUESTS_PER_MINUTE} must be a number of requests per minute, got {value!r}"
+        ) from None
+    if rate < 0 or rate != rate:
+        raise ValueError(f"requests_per_minute must be positive, got {value!r}")
+    return rate or None
