@@ -1,5 +1,7 @@
 """bgcut-nb: remove image backgrounds at dataset scale from Jupyter and pandas."""
 
+import sys as _sys
+
 from .backends.local import LocalBackend
 from .backends.remote import APIConnectionError, RemoteBackend, RetryPolicy
 from .contract.backend import Backend, ProcessResult, UploadResult
@@ -22,6 +24,9 @@ from .engine.matting import Matting, matte
 from .notebook import accessor as _accessor  # noqa: F401 - registers df.bgcut and s.bgcut
 from .notebook.batch import BatchError, BatchStoppedWarning
 from .notebook.cache import ReuseCache
+
+if "dask.dataframe" in _sys.modules:  # dask came first: register ddf.bgcut (never import dask)
+    from .notebook import dask as _dask  # noqa: F401
 
 __all__ = [
     "__version__",
