@@ -122,3 +122,15 @@ def test_processing_times_are_drawn_from_the_range_and_repeat_with_the_seed():
         runs.append(list(backend.drawn))
     assert runs[0] == runs[1] != runs[2]
     assert all(0.0 <= s <= 0.004 for s in runs[0])
+
+
+def test_serve_offers_the_simulator_on_the_command_line():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).parent / "bgcut-nb"
+    out = subprocess.run([str(exe), "serve", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    for flag in ("--simulate", "--sim-process-seconds", "--sim-latency", "--plan-rpm"):
+        assert flag in out.stdout
