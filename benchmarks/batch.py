@@ -12,6 +12,18 @@ times, on fresh uploads each:
 
 Prints wall times, ratios and the HTTP requests each run made, as the server counted them.
 Server-side work (segmentation on this machine's CPU) is part of every cold run's time.
+
+    python benchmarks/batch.py --simulate [--images 200] [--plans 120,500] [--latency 0.1]
+        [--process-seconds 1-3] [--loop-images N] [--learn]
+
+Against the service simulator instead (``ServerThread(simulate=...)``: processing is a seeded
+sleep of 1-3 s, so this machine's CPU is not what is measured), once per plan: the plan's
+limit in requests per minute (upload and process count; output files do not, as on the real
+service's CDN), the client configured with the same ``requests_per_minute`` (``--learn``: also a
+run that learns it from 429s). Prints the achieved requests per minute as a share of the plan,
+the 429s the client saw and the server sent, failed rows, the peak in-flight limit, and the
+speed-up over the spec's sequential loop on the same work (the loop runs once, below either
+plan's limit; ``--loop-images`` times it on fewer images and scales it up).
 """
 
 from __future__ import annotations
@@ -98,14 +110,126 @@ def spec_loop(api_base: str, photos: list[Path], output_variants: list[dict], ou
             (out / f"{photo.stem}-{name}").write_bytes(response.content)
 
 
+def simulate(args: argparse.Namespace) -> int:
+    """The ``--simulate`` mode: the batch at each plan's limit vs the spec's loop."""
+    import pandas as pd
+
+    import bgcut_nb  # noqa: F401 - registers df.bgcut
+    from bgcut_nb.backends.remote import RemoteBackend
+    from bgcut_nb.server.simulator import SimulatorSpec
+    from bgcut_nb.server.testing import ServerThread
+
+    plans = [float(p) for p in args.plans.split(",")]
+    images = args.images or 200
+    loop_images = min(args.loop_images or images, images)
+    chosen = variants(args.quality)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bgcut-bench-") as tmp:
+        root = Path(tmp)
+        photos = make_photos(root / "photos", images, tuple(args.size))
+        df = pd.DataFrame({"path": [str(p) for p in photos]})
+
+        def spec_of(rpm: float) -> SimulatorSpec:
+            return SimulatorSpec(
+                process_seconds=args.process_seconds, latency=args.latency, plan_rpm=rpm, seed=0
+            )
+
+        print(
+            f"{images} images x {len(chosen)} variants, simulated processing "
+            f"{args.process_seconds} s, {args.latency * 1000:.0f} ms per request",
+            file=sys.stderr,
+        )
+        runs = [(rpm, rpm) for rpm in plans] + (
+            [(rpm, None) for rpm in plans] if args.learn else []
+        )
+        for n, (rpm, configured) in enumerate(runs):
+            with ServerThread({KEY: 1e9}, root / f"server{n}", simulate=spec_of(rpm)) as server:
+                backend = RemoteBackend(KEY, server.base_url, requests_per_minute=configured)
+                start = time.perf_counter()
+                out = df.bgcut.process(
+                    chosen,
+                    backend=backend,
+                    out_dir=root / f"out{n}",
+                    cache=root / f"cache{n}",
+                    progress=False,
+                )
+                seconds = time.perf_counter() - start
+                backend.close()
+                stats = out.bgcut.stats
+                counted = server.stats["upload"] + server.stats["process"]
+                rows.append(
+                    dict(
+                        rpm=rpm,
+                        configured=configured,
+                        seconds=seconds,
+                        uploads=server.stats["upload"],
+                        processes=server.stats["process"],
+                        files=server.stats["file"],
+                        achieved=counted / seconds * 60,
+                        client_429=stats["rate_limited"],
+                        server_429=server.stats["rate_limited"],
+                        failed=int((out["bgcut_error"] != "").sum()),
+                        peak=stats["concurrency"],
+                    )
+                )
+                print(f"  plan {rpm:g}/min, client {configured}: {seconds:.1f} s", file=sys.stderr)
+        with ServerThread({KEY: 1e9}, root / "loop-server", simulate=spec_of(max(plans))) as server:
+            start = time.perf_counter()
+            spec_loop(server.base_url, photos[:loop_images], chosen, root / "loop-out")
+            loop = (time.perf_counter() - start) * images / loop_images
+            loop_counts = (server.stats["upload"], server.stats["process"], server.stats["file"])
+        print(f"  spec's sequential loop: {loop:.1f} s", file=sys.stderr)
+
+    scaled = "" if loop_images == images else f" (timed on {loop_images} images, scaled)"
+    print()
+    print(
+        f"{images} images x {len(chosen)} variants against the simulator: processing drawn from "
+        f"{args.process_seconds} s (seed 0), {args.latency * 1000:.0f} ms added to every "
+        f"request; upload and process count against the plan, output files do not; "
+        f"{os.cpu_count()} CPUs."
+    )
+    print()
+    print(
+        "| run | plan | wall time | requests (upload / process / file) | achieved req/min "
+        "| share of plan | 429s (client / server) | rows failed | peak in flight "
+        "| speed-up vs loop |"
+    )
+    print("| --- | ---: | ---: | --- | ---: | ---: | --- | ---: | ---: | ---: |")
+    u, p, f = loop_counts
+    print(
+        f"| spec's sequential loop{scaled} | {max(plans):g}/min | {loop:.1f} s | "
+        f"{u + p + f} ({u} / {p} / {f}) | {(u + p) / (loop * loop_images / images) * 60:.0f} "
+        f"| - | 0 / 0 | 0 | 1 | 1.0x |"
+    )
+    for r in rows:
+        how = "plan configured" if r["configured"] else "plan learnt from 429s"
+        total = r["uploads"] + r["processes"] + r["files"]
+        print(
+            f"| `df.bgcut.process`, {how} | {r['rpm']:g}/min | {r['seconds']:.1f} s | "
+            f"{total} ({r['uploads']} / {r['processes']} / {r['files']}) | "
+            f"{r['achieved']:.0f} | {r['achieved'] / r['rpm']:.0%} | "
+            f"{r['client_429']} / {r['server_429']} | {r['failed']} | {r['peak']} | "
+            f"{loop / r['seconds']:.1f}x |"
+        )
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=64)
+    parser.add_argument("--images", type=int, default=None, help="default 64 (200 simulated)")
     parser.add_argument("--latency", type=float, default=0.1, help="seconds added per request")
     parser.add_argument("--workers", type=int, default=None, help="default: the batch default")
     parser.add_argument("--quality", default="low", choices=("low", "medium", "high"))
     parser.add_argument("--size", type=int, nargs=2, default=(160, 120), metavar=("W", "H"))
+    parser.add_argument("--simulate", action="store_true", help="against the service simulator")
+    parser.add_argument("--plans", default="120,500", help="simulated plans, requests/min")
+    parser.add_argument("--process-seconds", default="1-3", help="simulated processing, s")
+    parser.add_argument("--loop-images", type=int, help="time the loop on fewer images")
+    parser.add_argument("--learn", action="store_true", help="also run without a configured plan")
     args = parser.parse_args()
+    if args.simulate:
+        return simulate(args)
+    args.images = args.images or 64
 
     import pandas as pd
 

@@ -1,5 +1,7 @@
 """bgcut-nb: remove image backgrounds at dataset scale from Jupyter and pandas."""
 
+import sys as _sys
+
 from .backends.local import LocalBackend
 from .backends.remote import APIConnectionError, RemoteBackend, RetryPolicy
 from .contract.backend import Backend, ProcessResult, UploadResult
@@ -23,6 +25,9 @@ from .notebook import accessor as _accessor  # noqa: F401 - registers df.bgcut a
 from .notebook.accessor import EstimateWarning
 from .notebook.batch import BatchError, BatchStoppedWarning
 from .notebook.cache import ReuseCache
+
+if "dask.dataframe" in _sys.modules:  # dask came first: register ddf.bgcut (never import dask)
+    from .notebook import dask as _dask  # noqa: F401
 
 __all__ = [
     "__version__",

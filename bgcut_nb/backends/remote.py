@@ -23,6 +23,12 @@ Retry policy (:class:`RetryPolicy`):
   the repeat is answered from the first call's result without a second charge. Override with
   ``retry_ambiguous_process=True/False``.
 
+Rate limit (:class:`~bgcut_nb.backends.throttle.RateLimiter`): ``upload-image`` and
+``process-image`` are paced at the plan's ``requests_per_minute`` (argument, else
+``BGCUT_REQUESTS_PER_MINUTE``); without one the pace is learnt from 429 answers and their
+``Retry-After``. Output downloads are not paced. :meth:`RemoteBackend.pressure` counts the 429
+and 503 answers seen, which a batch uses to adapt its concurrency.
+
 The API key is held as :class:`~bgcut_nb.core.config.ApiKey`: it is sent only in the Authorization
 header of API calls (never when fetching output URLs), and never appears in reprs, logs,
 exception text or pickles. Errors raised here never chain to ``requests`` exceptions, whose
@@ -34,6 +40,7 @@ from __future__ import annotations
 import logging
 import mimetypes
 import random
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -62,8 +69,14 @@ from ..contract.wire import (
     PROCESS_PATH,
     UPLOAD_PATH,
 )
-from ..core.config import ApiKey, resolve_api_base, resolve_api_key
+from ..core.config import (
+    ApiKey,
+    resolve_api_base,
+    resolve_api_key,
+    resolve_requests_per_minute,
+)
 from ..core.version import __version__
+from .throttle import RateLimiter
 
 __all__ = ["RemoteBackend", "RetryPolicy", "APIConnectionError", "IDEMPOTENCY_HEADER"]
 
@@ -181,7 +194,9 @@ class RemoteBackend(Backend):
     public service). Without a key,
     :class:`~bgcut_nb.contract.errors.AuthenticationError` is raised at construction, before
     anything is sent. Timeouts are the spec's: 60 s for an upload, 300 s for processing,
-    with a short ``connect_timeout``.
+    with a short ``connect_timeout``. ``requests_per_minute`` is the plan's limit (default
+    ``BGCUT_REQUESTS_PER_MINUTE``, else learnt from 429s); ``pool_size`` the connections kept
+    for reuse (a batch raises it to its thread count).
     """
 
     def __init__(
@@ -197,6 +212,7 @@ class RemoteBackend(Backend):
         retry_ambiguous_process: bool | None = None,
         pool_size: int = 16,
         costs: CostTable = DEFAULT_COSTS,
+        requests_per_minute: float | None = None,
     ) -> None:
         key = resolve_api_key(api_key)
         if key is None:
@@ -217,10 +233,11 @@ class RemoteBackend(Backend):
         self._server_dedups_process = False
         self._session = requests.Session()
         self._session.headers["User-Agent"] = f"bgcut-nb/{__version__}"
-        # Retries are ours (see the module docstring), so the adapter itself never repeats.
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
-        self._session.mount("https://", adapter)
-        self._session.mount("http://", adapter)
+        self._pool_size = 0
+        self._pool_lock = threading.Lock()
+        self.reserve_connections(pool_size)
+        self.throttle = RateLimiter(resolve_requests_per_minute(requests_per_minute))
+        self._pushback = {"rate_limited": 0, "overloaded": 0}
 
     @property
     def identity(self) -> str:
@@ -303,6 +320,31 @@ class RemoteBackend(Backend):
     def close(self) -> None:
         self._session.close()
 
+    def pressure(self) -> dict[str, int]:
+        """429 (``rate_limited``) and 503 (``overloaded``) answers seen so far, retried or not."""
+        with self._pool_lock:
+            return dict(self._pushback)
+
+    def reserve_connections(self, connections: int) -> None:
+        """Size the connection pool to at least ``connections`` (it only ever grows)."""
+        with self._pool_lock:
+            if connections <= self._pool_size:
+                return
+            self._pool_size = connections
+            # Retries are ours (see the module docstring), so the adapter itself never repeats.
+            adapter = HTTPAdapter(pool_connections=4, pool_maxsize=connections, max_retries=0)
+            self._session.mount("https://", adapter)
+            self._session.mount("http://", adapter)
+
+    def _count_pushback(self, status: int, retry_after: float | None, paced: bool) -> None:
+        if status == 429 and paced:
+            self.throttle.observe(429, retry_after)
+        with self._pool_lock:
+            if status == 429:
+                self._pushback["rate_limited"] += 1
+            elif status == 503:
+                self._pushback["overloaded"] += 1
+
     # -- plumbing --------------------------------------------------------------------------
 
     def _may_repeat_process(self) -> bool:
@@ -327,6 +369,8 @@ class RemoteBackend(Backend):
         policy = self.retry
         attempt = 0
         while True:
+            if authorized:
+                self.throttle.acquire()  # the plan's pace (upload and process count)
             try:
                 response = self._session.request(method, url, headers=headers, auth=auth, **kwargs)
                 failure = None
@@ -344,8 +388,12 @@ class RemoteBackend(Backend):
                 raise self._connection_error(op, url, failure, sent)
             if authorized and IDEMPOTENCY_SUPPORT_HEADER in response.headers:
                 self._server_dedups_process = True
+            if authorized and response.status_code != 429:
+                self.throttle.observe(response.status_code)
             if response.ok:
                 return response
+            if response.status_code in (429, 503):
+                self._count_pushback(response.status_code, _retry_after(response), authorized)
             error = _error_from_response(response)
             response.close()
             if response.status_code not in policy.statuses or attempt >= policy.retries:

@@ -41,7 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--upload-ttl", type=float, default=UPLOAD_LIFETIME, help="seconds (default: 2 h)"
     )
     store.add_argument("--url-ttl", type=float, default=3600.0, help="output URL lifetime, s")
-    store.add_argument("--rate-limit", type=float, default=10.0, help="requests/s per key (0: off)")
+    store.add_argument(
+        "--rate-limit",
+        type=float,
+        help="requests/s per key (0: off; default 10, off with --simulate)",
+    )
     store.add_argument("--burst", type=int, default=20, help="token-bucket size per key")
     store.add_argument("--max-upload-mb", type=float, default=12.0, help="upload size limit, MB")
     store.add_argument("--public-url", help="base URL clients see, when behind a proxy")
@@ -69,6 +73,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     faults.add_argument("--fault-retry-after", type=int, default=1, help="Retry-After of 429s")
     faults.add_argument("--fault-latency", type=float, default=0.25, help="added latency, s")
     faults.add_argument("--fault-seed", type=int, help="random seed for reproducible drills")
+    sim = parser.add_argument_group("service simulator (no segmentation work: for benchmarks)")
+    sim.add_argument(
+        "--simulate",
+        action="store_true",
+        help="answer like the service without using this machine's CPU (sleep, flat outputs)",
+    )
+    sim.add_argument(
+        "--sim-process-seconds", default="1-3", help="processing time LOW-HIGH, s (default 1-3)"
+    )
+    sim.add_argument("--sim-latency", type=float, default=0.0, help="added to every request, s")
+    sim.add_argument("--sim-seed", type=int, default=0, help="seed of the drawn processing times")
+    sim.add_argument(
+        "--plan-rpm",
+        type=float,
+        default=0.0,
+        help="the plan's upload+process requests per minute per key; 429 beyond (0: off)",
+    )
+    sim.add_argument("--plan-burst", type=int, help="plan bucket depth (default: 1 s worth)")
 
 
 def _api_keys(args: argparse.Namespace) -> dict[str, float]:
@@ -109,6 +131,17 @@ def run(args: argparse.Namespace) -> int:
             if args.fault_rate > 0
             else None
         )
+        simulate = None
+        if args.simulate or args.plan_rpm > 0 or args.sim_latency > 0:
+            from ..server.simulator import SimulatorSpec
+
+            simulate = SimulatorSpec(
+                process_seconds=args.sim_process_seconds,
+                latency=args.sim_latency,
+                plan_rpm=args.plan_rpm,
+                plan_burst=args.plan_burst,
+                seed=args.sim_seed,
+            )
     except (OSError, ValueError) as exc:
         print(f"bgcut-nb serve: {exc}", file=sys.stderr)
         return 2
@@ -117,7 +150,13 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    backend = None
+    if args.simulate:
+        from ..server.simulator import SimulatedBackend
+
+        backend = SimulatedBackend(simulate, upload_ttl=args.upload_ttl)
     app = create_app(
+        backend,
         model_dir=args.model_dir,
         api_keys=keys,
         storage_dir=args.storage_dir,
@@ -125,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
         reset_credits=args.reset_credits,
         upload_ttl=args.upload_ttl,
         url_ttl=args.url_ttl,
-        rate_limit=args.rate_limit,
+        rate_limit=args.rate_limit if args.rate_limit is not None else (0 if args.simulate else 10),
         burst=args.burst,
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         public_url=args.public_url,
@@ -137,6 +176,11 @@ def run(args: argparse.Namespace) -> int:
         sweep_interval=args.sweep_interval,
         body_timeout=args.body_timeout,
     )
+    if simulate is not None:
+        from ..server.simulator import install
+
+        install(app, simulate)
+        print(f"bgcut-nb serve: simulating {simulate}", file=sys.stderr)
     limits = {"limit_concurrency": args.limit_concurrency, "timeout_keep_alive": 5}
     print(
         f"bgcut-nb serve: {len(keys)} key(s); point clients at "

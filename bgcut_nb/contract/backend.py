@@ -107,6 +107,16 @@ class Backend(abc.ABC):
         where the work is latency-bound."""
         return min(2, os.cpu_count() or 1) if self.is_local else 8
 
+    def pressure(self) -> dict[str, int]:
+        """Running counts of the service pushing back: ``rate_limited`` (429 answers) and
+        ``overloaded`` (503). A batch slows down when they grow; ``{}`` for backends that
+        never see any."""
+        return {}
+
+    def reserve_connections(self, connections: int) -> None:  # noqa: B027 - optional hook
+        """Keep at least ``connections`` connections open for reuse (a batch calls this with
+        its thread count); a no-op for backends without connections."""
+
     @abc.abstractmethod
     def upload_image(self, image: ImageInput) -> UploadResult:
         """Upload an image once; the returned ``unique_filename`` is reused for processing."""

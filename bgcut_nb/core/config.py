@@ -21,6 +21,7 @@ __all__ = [
     "resolve_onnx_providers",
     "resolve_storage_dir",
     "resolve_server_dir",
+    "resolve_requests_per_minute",
     "DEFAULT_API_BASE",
 ]
 
@@ -29,6 +30,7 @@ ENV_API_BASE = "BGCUT_API_BASE"
 ENV_CACHE_DIR = "BGCUT_CACHE_DIR"
 ENV_MODEL_DIR = "BGCUT_MODEL_DIR"
 ENV_ONNX_PROVIDERS = "BGCUT_ONNX_PROVIDERS"
+ENV_REQUESTS_PER_MINUTE = "BGCUT_REQUESTS_PER_MINUTE"
 
 DEFAULT_API_BASE = "https://api.backgroundcut.co"
 
@@ -119,3 +121,22 @@ def resolve_onnx_providers(providers: str | Sequence[str] | None = None) -> tupl
     value = providers if providers is not None else os.environ.get(ENV_ONNX_PROVIDERS, "")
     names = value.split(",") if isinstance(value, str) else list(value)
     return tuple(n.strip() for n in names if n and n.strip()) or ("cpu",)
+
+
+def resolve_requests_per_minute(requests_per_minute: float | None = None) -> float | None:
+    """The plan's request rate: argument, else ``BGCUT_REQUESTS_PER_MINUTE``, else ``None``
+    (not configured: the client learns it from 429 answers). ``0`` also means not configured."""
+    value: object = requests_per_minute
+    if value is None:
+        value = os.environ.get(ENV_REQUESTS_PER_MINUTE, "").strip() or None
+    if value is None:
+        return None
+    try:
+        rate = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{ENV_REQUESTS_PER_MINUTE} must be a number of requests per minute, got {value!r}"
+        ) from None
+    if rate < 0 or rate != rate:
+        raise ValueError(f"requests_per_minute must be positive, got {value!r}")
+    return rate or None

@@ -34,6 +34,7 @@ from ..contract.errors import (
 from ..contract.variants import Variant, parse_variants
 from ..core.atomic import atomic_writer
 from .cache import OutputRecord, ReuseCache, sha256_bytes, sha256_file
+from .throughput import GatedBackend, plan
 
 __all__ = [
     "BatchError",
@@ -107,6 +108,11 @@ class BatchStats:
     downloads_resumed: int = 0
     seconds: float = 0.0
     stopped: str = ""
+    #: 429 / 503 answers the backend saw (and retried) during the run, and the most calls the
+    #: run allowed in flight (0: no adaptive limit).
+    rate_limited: int = 0
+    overloaded: int = 0
+    concurrency: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -529,11 +535,19 @@ def _run_pool(
     """Run ``work`` over the items on a bounded pool with progress, stop rules and Ctrl-C."""
     if errors not in ("coerce", "raise"):
         raise ValueError("errors must be 'coerce' or 'raise'")
-    workers = max_workers if max_workers is not None else runner.backend.default_workers
-    if workers < 1:
-        raise ValueError("max_workers must be at least 1")
+    backend = runner.backend
+    concurrency = plan(backend, max_workers)
+    before = backend.pressure()
+    if concurrency.gate is not None:  # adaptive in-flight limit; downloads overlap (throughput.py)
+        runner.backend = GatedBackend(backend, concurrency.gate, runner.stop, _Stopped)
     pool = _Pool(items, runner, work, errors)
-    pool.run(workers, progress, desc)
+    try:
+        pool.run(concurrency.threads, progress, desc)
+    finally:
+        after, stats = backend.pressure(), runner.stats
+        stats.rate_limited = after.get("rate_limited", 0) - before.get("rate_limited", 0)
+        stats.overloaded = after.get("overloaded", 0) - before.get("overloaded", 0)
+        stats.concurrency = concurrency.gate.peak if concurrency.gate is not None else 0
     return pool.result()
 
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from ..contract.backend import Backend
 from .faults import FaultProxy, FaultSpec
+from .simulator import SimulatorSpec
 
 __all__ = ["ServerThread"]
 
@@ -40,6 +41,9 @@ class ServerThread:
     directory removed on exit). Other keyword arguments go to :func:`bgcut_nb.server.create_app`
     (``upload_ttl``, ``url_ttl``, ``rate_limit``, ``burst``, ``max_upload_bytes``, ``costs``,
     ...). With ``faults``, ``base_url`` points at a :class:`FaultProxy` in front of the server.
+    With ``simulate``, the backend is a :class:`~bgcut_nb.server.simulator.SimulatedBackend`
+    (no segmentation work) behind the spec's plan limit and latency, and the server's own
+    per-second limiter is off unless ``rate_limit`` is given.
     """
 
     def __init__(
@@ -49,6 +53,7 @@ class ServerThread:
         *,
         backend: Backend | None = None,
         faults: FaultSpec | None = None,
+        simulate: SimulatorSpec | None = None,
         **options: Any,
     ) -> None:
         self.api_keys = dict(api_keys if api_keys is not None else {"test-key": 100.0})
@@ -57,6 +62,14 @@ class ServerThread:
         self.stats: Counter[str] = Counter()
         self._backend = backend
         self._faults = faults
+        self._simulate = simulate
+        if simulate is not None:
+            from .simulator import SimulatedBackend
+
+            options.setdefault("rate_limit", 0)
+            if backend is None:
+                ttl = options.get("upload_ttl")
+                self._backend = SimulatedBackend(simulate, **({"upload_ttl": ttl} if ttl else {}))
         self._options = options
         self.proxy: FaultProxy | None = None
         self._server: Any = None
@@ -74,6 +87,11 @@ class ServerThread:
     def server_url(self) -> str:
         """The server itself, bypassing any fault proxy."""
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def backend(self) -> Backend:
+        """The backend the server works on (a ``SimulatedBackend`` with ``simulate``)."""
+        return self.app.state.service.backend
 
     def credits(self, key: str) -> float:
         """Credits left for ``key`` (as stored in the server's SQLite database)."""
@@ -94,6 +112,10 @@ class ServerThread:
             stats=self.stats,
             **self._options,
         )
+        if self._simulate is not None:
+            from .simulator import install
+
+            install(self.app, self._simulate)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))

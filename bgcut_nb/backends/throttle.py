@@ -1,0 +1,127 @@
+"""Client-side rate limiting: send at the plan's pace, and learn the pace from 429 answers.
+
+:class:`RateLimiter` is a thread-safe pacer shared by every thread of one
+:class:`~bgcut_nb.backends.remote.RemoteBackend`:
+
+* With a configured plan (``requests_per_minute``, or ``BGCUT_REQUESTS_PER_MINUTE``) requests
+  leave one every ``60 / requests_per_minute`` seconds (plus a burst of ``burst`` at once), in the
+  order they asked, so a batch runs at the plan's limit without provoking 429s.
+* Without one it sends freely until the first 429. Then it waits out ``Retry-After`` (every
+  thread: one pause for all) and paces at the rate the service accepted over the last minute,
+  2% lower at each further 429. After a minute without a 429 it tries 5% faster (never faster
+  than a configured plan), so a transient 429 does not slow a long batch for good.
+
+Only requests that count against the plan go through it (``upload-image`` and
+``process-image``); output files are plain downloads (a CDN on the real service).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+__all__ = ["RateLimiter"]
+
+#: Seconds of accepted requests the learner looks back over.
+WINDOW = 60.0
+#: Rate kept at each further 429, and the probe factor after a quiet minute.
+BACKOFF = 0.98
+PROBE = 1.05
+#: Pause after a 429 that had no usable ``Retry-After``.
+DEFAULT_PAUSE = 1.0
+
+
+class RateLimiter:
+    """Paces requests at ``requests_per_minute`` (``None``: unknown, learnt from 429s)."""
+
+    def __init__(
+        self,
+        requests_per_minute: float | None = None,
+        *,
+        burst: int = 1,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if requests_per_minute is not None and requests_per_minute <= 0:
+            raise ValueError("requests_per_minute must be positive (or None to learn it)")
+        self.configured = requests_per_minute
+        self.burst = max(1, int(burst))
+        self._rate = requests_per_minute / 60.0 if requests_per_minute else None
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._tat = clock()  # theoretical arrival time of the next request (GCRA)
+        self._pause_until = 0.0
+        self._last_429 = clock()
+        self._accepted: deque[float] = deque()
+        self.rate_limited = 0
+        self.waited = 0.0
+
+    @property
+    def requests_per_minute(self) -> float | None:
+        """The pace in use now: configured, learnt, or ``None`` (not limited yet)."""
+        rate = self._rate
+        return rate * 60.0 if rate else None
+
+    def __repr__(self) -> str:
+        rpm = self.requests_per_minute
+        pace = f"{rpm:.1f}/min" if rpm else "unlimited"
+        return f"RateLimiter({pace}, configured={self.configured}, 429s={self.rate_limited})"
+
+    def acquire(self) -> float:
+        """Block until one more request may leave; returns the seconds waited."""
+        with self._lock:
+            now = self._clock()
+            self._probe(now)
+            start = max(now, self._pause_until)
+            if self._rate:
+                interval = 1.0 / self._rate
+                start = max(start, self._tat - (self.burst - 1) * interval)
+                self._tat = max(self._tat, start) + interval
+        waited = 0.0
+        if start > now:
+            self._sleep(start - now)
+            waited = start - now
+        # a 429 that arrived while this request waited pauses it as well
+        pause = self._pause_until - self._clock()
+        if pause > 0:
+            self._sleep(pause)
+            waited += pause
+        with self._lock:
+            self.waited += waited
+        return waited
+
+    def observe(self, status: int, retry_after: float | None = None) -> None:
+        """Record the answer to a paced request: a 429 pauses and slows, anything else counts
+        as accepted."""
+        with self._lock:
+            now = self._clock()
+            if status != 429:
+                self._accepted.append(now)
+                while self._accepted and self._accepted[0] < now - WINDOW:
+                    self._accepted.popleft()
+                return
+            self.rate_limited += 1
+            self._last_429 = now
+            pause = retry_after if retry_after is not None and retry_after >= 0 else DEFAULT_PAUSE
+            self._pause_until = max(self._pause_until, now + pause)
+            while self._accepted and self._accepted[0] < now - WINDOW:
+                self._accepted.popleft()
+            accepted = self._rate
+            if len(self._accepted) >= 2:
+                span = max(now - self._accepted[0], 1.0)
+                seen = len(self._accepted) / span
+                accepted = seen if accepted is None else min(accepted, seen)
+            if accepted is not None:
+                self._rate = accepted * BACKOFF
+                self._tat = max(self._tat, self._pause_until)
+
+    def _probe(self, now: float) -> None:
+        """After a quiet minute, try a little faster (up to the configured plan)."""
+        if self._rate is None or now - self._last_429 < WINDOW:
+            return
+        self._last_429 = now
+        ceiling = self.configured / 60.0 if self.configured else float("inf")
+        self._rate = min(ceiling, self._rate * PROBE)
