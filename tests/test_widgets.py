@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 
+import ipywidgets as widgets
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,7 +14,13 @@ from notebook_support import LOW_VARIANTS, local_backend, make_photos
 from PIL import Image
 
 import bgcut_nb  # noqa: F401 - registers the accessors
-from bgcut_nb.notebook.widgets import CHECKER_DARK, CHECKER_LIGHT, CHECKER_SQUARE, thumbnail
+from bgcut_nb.notebook.widgets import (
+    CHECKER_DARK,
+    CHECKER_LIGHT,
+    CHECKER_SQUARE,
+    PLACEHOLDER_FILL,
+    thumbnail,
+)
 
 
 def cards(viewer):
@@ -87,8 +94,8 @@ def test_preview_switches_rows_and_escapes_errors(frame):
     assert error.value == ""
     selector.value = 1
     shown = cards(viewer)
-    assert shown["cut"][0].value == b"" and shown["cut"][1].value == "<i>no image</i>"
-    assert "missing file" in shown["original"][1].value
+    assert shown["cut"][1].value.startswith('<span style="color:#b00020"')
+    assert "file not found: gone.jpg" in shown["original"][1].value
     assert "&lt;gone.jpg&gt; &amp; co" in error.value and "<gone.jpg>" not in error.value
     selector.value = 0
     assert len(cards(viewer)["cut"][0].value) > 0 and error.value == ""
@@ -123,7 +130,7 @@ def test_gallery_is_a_grid_of_small_thumbnails(frame):
     assert (np.abs(rgb[40:60, 120:150] - [255, 0, 0]) < 30).all()  # red half
     greys = rgb[:, :70]
     assert (np.abs(greys - greys.mean(axis=2, keepdims=True)) < 20).all()  # no green shows
-    assert second.children[0].value == b""
+    assert is_placeholder(decoded(descendants(second, widgets.Image)[0]))
     with pytest.raises(KeyError, match="no column 'nope_path'"):
         frame.bgcut.gallery("nope")
     assert frame.bgcut.gallery().children[0].value.startswith("<b>cut</b>")
@@ -155,3 +162,64 @@ def test_preview_of_a_real_run(tmp_path, monkeypatch):
     assert is_checker.mean() > 0.95  # the checkerboard shows wherever the cut-out is clear
     state = json.dumps(embed_data(views=[viewer])["manager_state"])
     assert "cut" in state
+
+
+def decoded(image_widget) -> np.ndarray:
+    """The widget's bytes as RGB pixels; fails on empty or invalid bytes (a broken-image icon)."""
+    assert image_widget.value, "empty image bytes show as a broken image in the browser"
+    with Image.open(io.BytesIO(image_widget.value)) as img:
+        assert img.format.lower() == image_widget.format.replace("jpg", "jpeg")
+        return np.asarray(img.convert("RGB"))
+
+
+def is_placeholder(rgb: np.ndarray) -> bool:
+    """A placeholder: mostly its flat fill, with some dark text pixels drawn on it."""
+    fill = (rgb == PLACEHOLDER_FILL).all(axis=2).mean()
+    dark = (rgb.max(axis=2) < 120).mean()
+    return fill > 0.8 and dark > 0.002
+
+
+def test_preview_shows_placeholders_for_missing_files_and_failed_rows(frame, tmp_path):
+    deleted = tmp_path / "deleted-output.png"
+    frame.loc["first", "white_path"] = str(deleted)  # recorded, then removed from disk
+    viewer = frame.bgcut.preview()
+    shown = cards(viewer)
+    assert not is_placeholder(decoded(shown["cut"][0]))  # a real output is shown as itself
+    white = decoded(shown["white"][0])
+    assert is_placeholder(white) and white.shape[1] == 256
+    assert "file not found: deleted-output.png" in shown["white"][1].value
+    assert f'title="{deleted}"' in shown["white"][1].value  # the full path on hover
+
+    viewer.selector.value = 1  # the failed row: its original is gone, no outputs
+    shown = cards(viewer)
+    assert is_placeholder(decoded(shown["original"][0]))
+    assert "file not found: gone.jpg" in shown["original"][1].value
+    for name in ("cut", "white"):
+        assert is_placeholder(decoded(shown[name][0]))
+        note = shown[name][1].value
+        assert "failed: file not found: &lt;gone.jpg&gt; &amp; co" in note and "<gone" not in note
+
+
+def descendants(widget, kind) -> list:
+    """Every widget of type ``kind`` inside ``widget``, depth first."""
+    found = [widget] if isinstance(widget, kind) else []
+    for child in getattr(widget, "children", ()):
+        found += descendants(child, kind)
+    return found
+
+
+def test_preview_shows_a_placeholder_for_an_unreadable_file(frame, tmp_path):
+    garbage = tmp_path / "not-an-image.png"
+    garbage.write_text("hello")
+    frame.loc["first", "cut_path"] = str(garbage)
+    cut_image, cut_info = cards(frame.bgcut.preview())["cut"]
+    assert is_placeholder(decoded(cut_image))
+    assert "cannot show not-an-image.png: UnidentifiedImageError" in cut_info.value
+
+
+def test_gallery_shows_placeholders_for_failed_rows(frame):
+    first, second = frame.bgcut.gallery("cut").children[1].children
+    assert not is_placeholder(decoded(descendants(first, widgets.Image)[0]))
+    assert is_placeholder(decoded(descendants(second, widgets.Image)[0]))
+    notes = " ".join(h.value for h in descendants(second, widgets.HTML))
+    assert "failed: file not found: &lt;gone.jpg&gt;" in notes

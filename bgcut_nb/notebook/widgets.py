@@ -3,7 +3,9 @@
 :func:`preview` shows one row at a time (a dropdown, or a slider for long frames): the original
 and every variant side by side, transparency over a checkerboard, and each output's size,
 format and file size. :func:`gallery` shows a thumbnail grid of one variant. Thumbnails are
-small encoded images (``thumb_size`` px on the long side), never the full-size files.
+small encoded images (``thumb_size`` px on the long side), never the full-size files. A file
+that is missing or unreadable, or an output a failed row never got, shows as a
+:func:`placeholder` image with a note saying why, never as empty bytes (a broken-image icon).
 """
 
 from __future__ import annotations
@@ -22,13 +24,28 @@ from PIL import Image
 
 from .columns import ERROR_COL, infer_image_col
 
-__all__ = ["preview", "gallery", "thumbnail", "ImageInfo", "CHECKER_LIGHT", "CHECKER_DARK"]
+__all__ = [
+    "preview",
+    "gallery",
+    "thumbnail",
+    "placeholder",
+    "ImageInfo",
+    "CHECKER_LIGHT",
+    "CHECKER_DARK",
+    "PLACEHOLDER_FILL",
+]
 
 #: The two greys of the checkerboard drawn behind transparent pixels.
 CHECKER_LIGHT = (255, 255, 255)
 CHECKER_DARK = (204, 204, 204)
 #: Side of one checkerboard square, in thumbnail pixels.
 CHECKER_SQUARE = 8
+#: Placeholder colours: the flat fill, its border and its text.
+PLACEHOLDER_FILL = (242, 242, 242)
+PLACEHOLDER_BORDER = (170, 170, 170)
+PLACEHOLDER_TEXT = (90, 90, 90)
+#: Colour of notes about missing files and failed rows.
+NOTE_COLOUR = "#b00020"
 #: Long side of preview thumbnails; gallery thumbnails default to smaller.
 PREVIEW_SIZE = 256
 GALLERY_SIZE = 160
@@ -99,6 +116,42 @@ def thumbnail(
     return buffer.getvalue(), info
 
 
+def placeholder(lines: Sequence[str], size: int = PREVIEW_SIZE) -> bytes:
+    """A PNG, ``size`` x ``3/4 size`` px, saying ``lines`` (e.g. ``["file not found", name]``)
+    in place of an image that cannot be shown; lines too long are cut with an ellipsis."""
+    from PIL import ImageDraw, ImageFont
+
+    width, height = size, max(24, size * 3 // 4)
+    image = Image.new("RGB", (width, height), PLACEHOLDER_FILL)
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((0, 0, width - 1, height - 1), outline=PLACEHOLDER_BORDER)
+    font = ImageFont.load_default(size=max(9, size // 14))
+    fitted = [_fit(draw, line, font, width - 12) for line in lines if line]
+    line_height = font.getbbox("Ag")[3] + 4
+    top = (height - line_height * len(fitted)) // 2
+    for i, line in enumerate(fitted):
+        draw.text(
+            (width // 2, top + i * line_height), line, fill=PLACEHOLDER_TEXT, font=font, anchor="mt"
+        )
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def _fit(draw: Any, text: str, font: Any, width: int) -> str:
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "…", font=font) > width:
+        text = text[:-1]
+    return text + "…"
+
+
+def _note(text: str, *, title: str | None = None) -> str:
+    """HTML for a note about a missing or failed image (escaped; ``title`` shows on hover)."""
+    tip = f' title="{html.escape(title, quote=True)}"' if title else ""
+    return f'<span style="color:{NOTE_COLOUR}"{tip}>{html.escape(text)}</span>'
+
+
 def _variant_names(frame: pd.DataFrame) -> list[str]:
     meta = frame.attrs.get("bgcut")
     if isinstance(meta, dict) and meta.get("variants"):
@@ -141,20 +194,38 @@ def _card(title: str, size: int) -> tuple[widgets.VBox, widgets.Image, widgets.H
     return box, image, info
 
 
-def _fill(image: widgets.Image, info: widgets.HTML, source: Any, size: int, fmt: str) -> None:
+def _fill(
+    image: widgets.Image, info: widgets.HTML, source: Any, size: int, fmt: str, failed: str = ""
+) -> None:
+    """Show ``source``'s thumbnail, or a placeholder and a note saying why there is none.
+
+    ``failed`` is the row's ``bgcut_error``: the reason an output is missing.
+    """
     if source is None:
-        image.value, info.value = b"", "<i>no image</i>"
+        if failed:
+            shown, note = placeholder(["failed"], size), _note(f"failed: {failed}", title=failed)
+        else:
+            shown, note = placeholder(["no image"], size), "<i>no image</i>"
+        image.format, image.value, info.value = "png", shown, note
         return
+    name = "image bytes" if isinstance(source, bytes) else Path(source).name
     try:
         data, facts = thumbnail(source, size, fmt=fmt)
     except FileNotFoundError:
-        image.value, info.value = b"", f"<i>missing file: {html.escape(str(source))}</i>"
+        image.format, image.value = "png", placeholder(["file not found", name], size)
+        info.value = _note(f"file not found: {name}", title=str(source))
     except Exception as exc:  # an unreadable file must not break the viewer
-        image.value = b""
-        info.value = f"<i>cannot show: {html.escape(type(exc).__name__)}</i>"
+        reason = f"{type(exc).__name__}: {exc}"
+        image.format, image.value = "png", placeholder(["cannot show", name], size)
+        info.value = _note(f"cannot show {name}: {type(exc).__name__}", title=reason)
     else:
         image.format = fmt
         image.value, info.value = data, html.escape(facts.describe())
+
+
+def _row_error(row: pd.Series) -> str:
+    message = row.get(ERROR_COL, "")
+    return message if isinstance(message, str) else ""
 
 
 def preview(
@@ -196,14 +267,10 @@ def preview(
         row_label.value = f"index <code>{html.escape(str(labels[pos]))}</code>"
         sources = [_source_path(row[col], base)]
         sources += [_source_path(row.get(f"{name}_path"), None) for name in names]
+        message = _row_error(row)
         for (_, image, info), source in zip(cards, sources, strict=True):
-            _fill(image, info, source, thumb_size, "png")
-        message = row.get(ERROR_COL) if ERROR_COL in frame.columns else ""
-        error.value = (
-            f"<span style='color:#b00020'>{html.escape(str(message))}</span>"
-            if isinstance(message, str) and message
-            else ""
-        )
+            _fill(image, info, source, thumb_size, "png", failed=message)
+        error.value = _note(message) if message else ""
 
     selector.observe(lambda change: show(int(change["new"])), names="value")
     show(0)
@@ -233,10 +300,10 @@ def gallery(
         raise KeyError(f"bgcut: no column {column!r}; variants here: {names}")
     cells = []
     shown = frame.head(max_items)
-    for label, path in zip(shown.index, shown[column], strict=True):
+    for (label, row), path in zip(shown.iterrows(), shown[column], strict=True):
         image = widgets.Image(layout=widgets.Layout(max_width=f"{thumb_size}px"))
         info = widgets.HTML()
-        _fill(image, info, _source_path(path, None), thumb_size, "jpeg")
+        _fill(image, info, _source_path(path, None), thumb_size, "jpeg", failed=_row_error(row))
         caption = widgets.HTML(f"<code>{html.escape(str(label))}</code>")
         cells.append(widgets.VBox([image, caption, info]))
     grid = widgets.GridBox(
