@@ -89,7 +89,7 @@ def test_preview_shows_original_and_variants_with_checkerboard(frame):
 def test_preview_switches_rows_and_escapes_errors(frame):
     viewer = frame.bgcut.preview()
     selector = viewer.selector
-    assert [label for label, _ in selector.options] == ["first", "second"]
+    assert [label for label, _ in selector.options] == ["first · photo.jpg", "second · gone.jpg"]
     error = viewer.children[2]
     assert error.value == ""
     selector.value = 1
@@ -223,3 +223,19 @@ def test_gallery_shows_placeholders_for_failed_rows(frame):
     assert is_placeholder(decoded(descendants(second, widgets.Image)[0]))
     notes = " ".join(h.value for h in descendants(second, widgets.HTML))
     assert "failed: file not found: &lt;gone.jpg&gt;" in notes
+
+
+def test_preview_rows_are_labelled_by_file_name(tmp_path, bgcut_photo):
+    """``3 · chelsea.png``: the index and the image's file name; the index alone for bytes."""
+    frame = pd.DataFrame({"path": ["a/one.jpg", str(tmp_path / "two.png"), None]}, index=[3, 7, 9])
+    selector = frame.bgcut.preview(base_dir=tmp_path).selector
+    assert [label for label, _ in selector.options] == ["3 · one.jpg", "7 · two.png", "9"]
+    assert [value for _, value in selector.options] == [0, 1, 2]
+    photos = pd.DataFrame({"image": [bgcut_photo(64, 48), bgcut_photo(32, 24)]})
+    selector = photos.bgcut.preview().selector
+    assert [label for label, _ in selector.options] == ["0", "1"]
+    many = pd.DataFrame({"path": [f"p{i}.png" for i in range(250)]})
+    viewer = many.bgcut.preview(base_dir=tmp_path)  # a slider: the label says the name
+    viewer.selector.value = 42
+    assert "42" in viewer.children[0].children[1].value
+    assert "p42.png" in viewer.children[0].children[1].value

@@ -29,6 +29,7 @@ __all__ = [
     "gallery",
     "thumbnail",
     "placeholder",
+    "row_label",
     "ImageInfo",
     "CHECKER_LIGHT",
     "CHECKER_DARK",
@@ -184,6 +185,20 @@ def _source_path(value: Any, base: Path | None) -> str | os.PathLike[str] | byte
     return base / path if base is not None and not path.is_absolute() else path
 
 
+def _file_name(value: Any) -> str:
+    """The file name of an image path value; ``""`` for bytes, missing or blank values."""
+    if isinstance(value, (str, os.PathLike)) and str(value).strip():
+        return Path(value).name
+    return ""
+
+
+def row_label(label: Hashable, value: Any) -> str:
+    """How a row is named in the preview's selector and the gallery: ``3 · chelsea.png``
+    (the index and the image's file name), or the index alone when the image is bytes."""
+    name = _file_name(value)
+    return f"{label} · {name}" if name else str(label)
+
+
 def _card(title: str, size: int) -> tuple[widgets.VBox, widgets.Image, widgets.HTML]:
     image = widgets.Image(format="png", layout=widgets.Layout(max_width=f"{size}px"))
     info = widgets.HTML()
@@ -247,10 +262,13 @@ def preview(
     names = list(variants) if variants is not None else _variant_names(frame)
     base = _base_dir(frame, base_dir)
     labels = list(frame.index)
+    names_of_rows = [
+        row_label(label, value) for label, value in zip(labels, frame[col], strict=True)
+    ]
 
     if len(labels) <= DROPDOWN_LIMIT:
         selector = widgets.Dropdown(
-            options=[(str(label), pos) for pos, label in enumerate(labels)],
+            options=[(text, pos) for pos, text in enumerate(names_of_rows)],
             value=0,
             description="row",
         )
@@ -258,13 +276,15 @@ def preview(
         selector = widgets.IntSlider(
             value=0, min=0, max=len(labels) - 1, description="row", continuous_update=False
         )
-    row_label = widgets.HTML()
+    current = widgets.HTML()
     error = widgets.HTML()
     cards = [_card("original", thumb_size)] + [_card(name, thumb_size) for name in names]
 
     def show(pos: int) -> None:
         row = frame.iloc[pos]
-        row_label.value = f"index <code>{html.escape(str(labels[pos]))}</code>"
+        name = _file_name(row[col])
+        shown_as = f"index <code>{html.escape(str(labels[pos]))}</code>"
+        current.value = f"{shown_as} · {html.escape(name)}" if name else shown_as
         sources = [_source_path(row[col], base)]
         sources += [_source_path(row.get(f"{name}_path"), None) for name in names]
         message = _row_error(row)
@@ -275,7 +295,7 @@ def preview(
     selector.observe(lambda change: show(int(change["new"])), names="value")
     show(0)
     viewer = widgets.VBox(
-        [widgets.HBox([selector, row_label]), widgets.HBox([c[0] for c in cards]), error]
+        [widgets.HBox([selector, current]), widgets.HBox([c[0] for c in cards]), error]
     )
     viewer.selector = selector  # for programmatic use: viewer.selector.value = position
     return viewer
