@@ -122,7 +122,7 @@ def test_gallery_is_a_grid_of_small_thumbnails(frame):
     title, box = grid.children
     assert "cut" in title.value and "2 of 2 rows" in title.value
     first, second = box.children
-    image = first.children[0]
+    image = descendants(first, widgets.Image)[0]
     assert image.format == "jpeg"
     with Image.open(io.BytesIO(image.value)) as img:
         assert max(img.size) == 160 and img.format == "JPEG"
@@ -239,3 +239,29 @@ def test_preview_rows_are_labelled_by_file_name(tmp_path, bgcut_photo):
     viewer.selector.value = 42
     assert "42" in viewer.children[0].children[1].value
     assert "p42.png" in viewer.children[0].children[1].value
+
+
+def test_gallery_cells_share_width_and_caption_height(frame, tmp_path):
+    """Captions line up: fixed cell width, a fixed-height image area, one-line captions."""
+    tall = tmp_path / "tall.png"
+    Image.new("RGB", (100, 400), (0, 0, 255)).save(tall)
+    long_name = "a-photo-with-a-very-long-file-name-that-never-fits-in-a-cell.jpg"
+    (tmp_path / long_name).write_bytes((tmp_path / "photo.jpg").read_bytes())
+    frame.loc["first", "path"] = str(tmp_path / long_name)
+    frame.loc["second", "cut_path"] = str(tall)  # a portrait thumbnail beside a landscape one
+    grid = frame.bgcut.gallery("cut", thumb_size=120).children[1]
+    cells = grid.children
+    widths = {cell.layout.width for cell in cells}
+    assert len(widths) == 1 and widths.pop().endswith("px")
+    assert grid.layout.grid_template_columns.endswith(f"{cells[0].layout.width})")
+    for cell in cells:
+        area, caption, info = cell.children
+        assert area.layout.height == "120px"  # the image area, whatever the image's shape
+        assert descendants(area, widgets.Image)
+        for line in (caption, info):
+            assert line.layout.height == cells[0].children[1].layout.height is not None
+            assert "text-overflow:ellipsis" in line.value and "white-space:nowrap" in line.value
+    caption = cells[0].children[1].value
+    assert f'title="first · {long_name}"' in caption  # the full name on hover
+    assert ">first · a-photo" in caption
+    assert (decoded(descendants(cells[1], widgets.Image)[0]).shape[:2]) == (120, 30)

@@ -52,6 +52,8 @@ PREVIEW_SIZE = 256
 GALLERY_SIZE = 160
 #: Rows above which :func:`preview` uses a slider instead of a dropdown.
 DROPDOWN_LIMIT = 200
+#: Height of a gallery caption or note line, in CSS pixels.
+CAPTION_HEIGHT = 24
 
 
 @dataclass(frozen=True)
@@ -301,15 +303,28 @@ def preview(
     return viewer
 
 
+def _one_line(content: str, width: int, *, title: str | None = None) -> str:
+    """``content`` (HTML) on one line ``width`` px wide, cut with an ellipsis when too long."""
+    tip = f' title="{html.escape(title, quote=True)}"' if title else ""
+    style = f"width:{width}px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap"
+    return f'<div{tip} style="{style}">{content}</div>'
+
+
 def gallery(
     frame: pd.DataFrame,
     variant: str | None = None,
     *,
+    image_col: Hashable | None = None,
     columns: int = 4,
     thumb_size: int = GALLERY_SIZE,
     max_items: int = 48,
 ) -> widgets.VBox:
-    """A grid of ``variant``'s outputs (default: the first variant), at most ``max_items``."""
+    """A grid of ``variant``'s outputs (default: the first variant), at most ``max_items``.
+
+    Every cell has the same width and a fixed-height image area, and its caption (the row's
+    index and file name, as in :func:`preview`) and note are one line each, cut with an
+    ellipsis (the full text on hover), so captions line up across the grid.
+    """
     names = _variant_names(frame)
     if variant is None:
         if not names:
@@ -318,18 +333,40 @@ def gallery(
     column = f"{variant}_path"
     if column not in frame.columns:
         raise KeyError(f"bgcut: no column {column!r}; variants here: {names}")
+    if image_col is None:
+        try:
+            image_col = infer_image_col(frame)
+        except ValueError:  # no original column: captions show the index alone
+            image_col = None
+    cell_width = thumb_size + 16
+    line = widgets.Layout(width=f"{cell_width}px", height=f"{CAPTION_HEIGHT}px", margin="0")
     cells = []
     shown = frame.head(max_items)
     for (label, row), path in zip(shown.iterrows(), shown[column], strict=True):
-        image = widgets.Image(layout=widgets.Layout(max_width=f"{thumb_size}px"))
-        info = widgets.HTML()
+        image = widgets.Image(
+            layout=widgets.Layout(max_width=f"{thumb_size}px", max_height=f"{thumb_size}px")
+        )
+        info = widgets.HTML(layout=line)
         _fill(image, info, _source_path(path, None), thumb_size, "jpeg", failed=_row_error(row))
-        caption = widgets.HTML(f"<code>{html.escape(str(label))}</code>")
-        cells.append(widgets.VBox([image, caption, info]))
+        info.value = _one_line(info.value, cell_width)
+        text = row_label(label, row[image_col] if image_col is not None else None)
+        caption = widgets.HTML(_one_line(html.escape(text), cell_width, title=text), layout=line)
+        area = widgets.Box(
+            [image],
+            layout=widgets.Layout(
+                width=f"{cell_width}px",
+                height=f"{thumb_size}px",
+                align_items="center",
+                justify_content="center",
+            ),
+        )
+        cells.append(
+            widgets.VBox([area, caption, info], layout=widgets.Layout(width=f"{cell_width}px"))
+        )
     grid = widgets.GridBox(
         cells,
         layout=widgets.Layout(
-            grid_template_columns=f"repeat({max(1, columns)}, {thumb_size + 24}px)",
+            grid_template_columns=f"repeat({max(1, columns)}, {cell_width}px)",
             grid_gap="8px",
         ),
     )
