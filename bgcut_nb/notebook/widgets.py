@@ -3,7 +3,9 @@
 :func:`preview` shows one row at a time (a dropdown, or a slider for long frames): the original
 and every variant side by side, transparency over a checkerboard, and each output's size,
 format and file size. :func:`gallery` shows a thumbnail grid of one variant. Thumbnails are
-small encoded images (``thumb_size`` px on the long side), never the full-size files.
+small encoded images (``thumb_size`` px on the long side), never the full-size files. A file
+that is missing or unreadable, or an output a failed row never got, shows as a
+:func:`placeholder` image with a note saying why, never as empty bytes (a broken-image icon).
 """
 
 from __future__ import annotations
@@ -22,18 +24,36 @@ from PIL import Image
 
 from .columns import ERROR_COL, infer_image_col
 
-__all__ = ["preview", "gallery", "thumbnail", "ImageInfo", "CHECKER_LIGHT", "CHECKER_DARK"]
+__all__ = [
+    "preview",
+    "gallery",
+    "thumbnail",
+    "placeholder",
+    "row_label",
+    "ImageInfo",
+    "CHECKER_LIGHT",
+    "CHECKER_DARK",
+    "PLACEHOLDER_FILL",
+]
 
 #: The two greys of the checkerboard drawn behind transparent pixels.
 CHECKER_LIGHT = (255, 255, 255)
 CHECKER_DARK = (204, 204, 204)
 #: Side of one checkerboard square, in thumbnail pixels.
 CHECKER_SQUARE = 8
+#: Placeholder colours: the flat fill, its border and its text.
+PLACEHOLDER_FILL = (242, 242, 242)
+PLACEHOLDER_BORDER = (170, 170, 170)
+PLACEHOLDER_TEXT = (90, 90, 90)
+#: Colour of notes about missing files and failed rows.
+NOTE_COLOUR = "#b00020"
 #: Long side of preview thumbnails; gallery thumbnails default to smaller.
 PREVIEW_SIZE = 256
 GALLERY_SIZE = 160
 #: Rows above which :func:`preview` uses a slider instead of a dropdown.
 DROPDOWN_LIMIT = 200
+#: Height of a gallery caption or note line, in CSS pixels.
+CAPTION_HEIGHT = 24
 
 
 @dataclass(frozen=True)
@@ -99,6 +119,42 @@ def thumbnail(
     return buffer.getvalue(), info
 
 
+def placeholder(lines: Sequence[str], size: int = PREVIEW_SIZE) -> bytes:
+    """A PNG, ``size`` x ``3/4 size`` px, saying ``lines`` (e.g. ``["file not found", name]``)
+    in place of an image that cannot be shown; lines too long are cut with an ellipsis."""
+    from PIL import ImageDraw, ImageFont
+
+    width, height = size, max(24, size * 3 // 4)
+    image = Image.new("RGB", (width, height), PLACEHOLDER_FILL)
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((0, 0, width - 1, height - 1), outline=PLACEHOLDER_BORDER)
+    font = ImageFont.load_default(size=max(9, size // 14))
+    fitted = [_fit(draw, line, font, width - 12) for line in lines if line]
+    line_height = font.getbbox("Ag")[3] + 4
+    top = (height - line_height * len(fitted)) // 2
+    for i, line in enumerate(fitted):
+        draw.text(
+            (width // 2, top + i * line_height), line, fill=PLACEHOLDER_TEXT, font=font, anchor="mt"
+        )
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def _fit(draw: Any, text: str, font: Any, width: int) -> str:
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "…", font=font) > width:
+        text = text[:-1]
+    return text + "…"
+
+
+def _note(text: str, *, title: str | None = None) -> str:
+    """HTML for a note about a missing or failed image (escaped; ``title`` shows on hover)."""
+    tip = f' title="{html.escape(title, quote=True)}"' if title else ""
+    return f'<span style="color:{NOTE_COLOUR}"{tip}>{html.escape(text)}</span>'
+
+
 def _variant_names(frame: pd.DataFrame) -> list[str]:
     meta = frame.attrs.get("bgcut")
     if isinstance(meta, dict) and meta.get("variants"):
@@ -131,6 +187,20 @@ def _source_path(value: Any, base: Path | None) -> str | os.PathLike[str] | byte
     return base / path if base is not None and not path.is_absolute() else path
 
 
+def _file_name(value: Any) -> str:
+    """The file name of an image path value; ``""`` for bytes, missing or blank values."""
+    if isinstance(value, (str, os.PathLike)) and str(value).strip():
+        return Path(value).name
+    return ""
+
+
+def row_label(label: Hashable, value: Any) -> str:
+    """How a row is named in the preview's selector and the gallery: ``3 · chelsea.png``
+    (the index and the image's file name), or the index alone when the image is bytes."""
+    name = _file_name(value)
+    return f"{label} · {name}" if name else str(label)
+
+
 def _card(title: str, size: int) -> tuple[widgets.VBox, widgets.Image, widgets.HTML]:
     image = widgets.Image(format="png", layout=widgets.Layout(max_width=f"{size}px"))
     info = widgets.HTML()
@@ -141,20 +211,38 @@ def _card(title: str, size: int) -> tuple[widgets.VBox, widgets.Image, widgets.H
     return box, image, info
 
 
-def _fill(image: widgets.Image, info: widgets.HTML, source: Any, size: int, fmt: str) -> None:
+def _fill(
+    image: widgets.Image, info: widgets.HTML, source: Any, size: int, fmt: str, failed: str = ""
+) -> None:
+    """Show ``source``'s thumbnail, or a placeholder and a note saying why there is none.
+
+    ``failed`` is the row's ``bgcut_error``: the reason an output is missing.
+    """
     if source is None:
-        image.value, info.value = b"", "<i>no image</i>"
+        if failed:
+            shown, note = placeholder(["failed"], size), _note(f"failed: {failed}", title=failed)
+        else:
+            shown, note = placeholder(["no image"], size), "<i>no image</i>"
+        image.format, image.value, info.value = "png", shown, note
         return
+    name = "image bytes" if isinstance(source, bytes) else Path(source).name
     try:
         data, facts = thumbnail(source, size, fmt=fmt)
     except FileNotFoundError:
-        image.value, info.value = b"", f"<i>missing file: {html.escape(str(source))}</i>"
+        image.format, image.value = "png", placeholder(["file not found", name], size)
+        info.value = _note(f"file not found: {name}", title=str(source))
     except Exception as exc:  # an unreadable file must not break the viewer
-        image.value = b""
-        info.value = f"<i>cannot show: {html.escape(type(exc).__name__)}</i>"
+        reason = f"{type(exc).__name__}: {exc}"
+        image.format, image.value = "png", placeholder(["cannot show", name], size)
+        info.value = _note(f"cannot show {name}: {type(exc).__name__}", title=reason)
     else:
         image.format = fmt
         image.value, info.value = data, html.escape(facts.describe())
+
+
+def _row_error(row: pd.Series) -> str:
+    message = row.get(ERROR_COL, "")
+    return message if isinstance(message, str) else ""
 
 
 def preview(
@@ -176,10 +264,13 @@ def preview(
     names = list(variants) if variants is not None else _variant_names(frame)
     base = _base_dir(frame, base_dir)
     labels = list(frame.index)
+    names_of_rows = [
+        row_label(label, value) for label, value in zip(labels, frame[col], strict=True)
+    ]
 
     if len(labels) <= DROPDOWN_LIMIT:
         selector = widgets.Dropdown(
-            options=[(str(label), pos) for pos, label in enumerate(labels)],
+            options=[(text, pos) for pos, text in enumerate(names_of_rows)],
             value=0,
             description="row",
         )
@@ -187,42 +278,53 @@ def preview(
         selector = widgets.IntSlider(
             value=0, min=0, max=len(labels) - 1, description="row", continuous_update=False
         )
-    row_label = widgets.HTML()
+    current = widgets.HTML()
     error = widgets.HTML()
     cards = [_card("original", thumb_size)] + [_card(name, thumb_size) for name in names]
 
     def show(pos: int) -> None:
         row = frame.iloc[pos]
-        row_label.value = f"index <code>{html.escape(str(labels[pos]))}</code>"
+        name = _file_name(row[col])
+        shown_as = f"index <code>{html.escape(str(labels[pos]))}</code>"
+        current.value = f"{shown_as} · {html.escape(name)}" if name else shown_as
         sources = [_source_path(row[col], base)]
         sources += [_source_path(row.get(f"{name}_path"), None) for name in names]
+        message = _row_error(row)
         for (_, image, info), source in zip(cards, sources, strict=True):
-            _fill(image, info, source, thumb_size, "png")
-        message = row.get(ERROR_COL) if ERROR_COL in frame.columns else ""
-        error.value = (
-            f"<span style='color:#b00020'>{html.escape(str(message))}</span>"
-            if isinstance(message, str) and message
-            else ""
-        )
+            _fill(image, info, source, thumb_size, "png", failed=message)
+        error.value = _note(message) if message else ""
 
     selector.observe(lambda change: show(int(change["new"])), names="value")
     show(0)
     viewer = widgets.VBox(
-        [widgets.HBox([selector, row_label]), widgets.HBox([c[0] for c in cards]), error]
+        [widgets.HBox([selector, current]), widgets.HBox([c[0] for c in cards]), error]
     )
     viewer.selector = selector  # for programmatic use: viewer.selector.value = position
     return viewer
+
+
+def _one_line(content: str, width: int, *, title: str | None = None) -> str:
+    """``content`` (HTML) on one line ``width`` px wide, cut with an ellipsis when too long."""
+    tip = f' title="{html.escape(title, quote=True)}"' if title else ""
+    style = f"width:{width}px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap"
+    return f'<div{tip} style="{style}">{content}</div>'
 
 
 def gallery(
     frame: pd.DataFrame,
     variant: str | None = None,
     *,
+    image_col: Hashable | None = None,
     columns: int = 4,
     thumb_size: int = GALLERY_SIZE,
     max_items: int = 48,
 ) -> widgets.VBox:
-    """A grid of ``variant``'s outputs (default: the first variant), at most ``max_items``."""
+    """A grid of ``variant``'s outputs (default: the first variant), at most ``max_items``.
+
+    Every cell has the same width and a fixed-height image area, and its caption (the row's
+    index and file name, as in :func:`preview`) and note are one line each, cut with an
+    ellipsis (the full text on hover), so captions line up across the grid.
+    """
     names = _variant_names(frame)
     if variant is None:
         if not names:
@@ -231,18 +333,40 @@ def gallery(
     column = f"{variant}_path"
     if column not in frame.columns:
         raise KeyError(f"bgcut: no column {column!r}; variants here: {names}")
+    if image_col is None:
+        try:
+            image_col = infer_image_col(frame)
+        except ValueError:  # no original column: captions show the index alone
+            image_col = None
+    cell_width = thumb_size + 16
+    line = widgets.Layout(width=f"{cell_width}px", height=f"{CAPTION_HEIGHT}px", margin="0")
     cells = []
     shown = frame.head(max_items)
-    for label, path in zip(shown.index, shown[column], strict=True):
-        image = widgets.Image(layout=widgets.Layout(max_width=f"{thumb_size}px"))
-        info = widgets.HTML()
-        _fill(image, info, _source_path(path, None), thumb_size, "jpeg")
-        caption = widgets.HTML(f"<code>{html.escape(str(label))}</code>")
-        cells.append(widgets.VBox([image, caption, info]))
+    for (label, row), path in zip(shown.iterrows(), shown[column], strict=True):
+        image = widgets.Image(
+            layout=widgets.Layout(max_width=f"{thumb_size}px", max_height=f"{thumb_size}px")
+        )
+        info = widgets.HTML(layout=line)
+        _fill(image, info, _source_path(path, None), thumb_size, "jpeg", failed=_row_error(row))
+        info.value = _one_line(info.value, cell_width)
+        text = row_label(label, row[image_col] if image_col is not None else None)
+        caption = widgets.HTML(_one_line(html.escape(text), cell_width, title=text), layout=line)
+        area = widgets.Box(
+            [image],
+            layout=widgets.Layout(
+                width=f"{cell_width}px",
+                height=f"{thumb_size}px",
+                align_items="center",
+                justify_content="center",
+            ),
+        )
+        cells.append(
+            widgets.VBox([area, caption, info], layout=widgets.Layout(width=f"{cell_width}px"))
+        )
     grid = widgets.GridBox(
         cells,
         layout=widgets.Layout(
-            grid_template_columns=f"repeat({max(1, columns)}, {thumb_size + 24}px)",
+            grid_template_columns=f"repeat({max(1, columns)}, {cell_width}px)",
             grid_gap="8px",
         ),
     )

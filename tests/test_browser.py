@@ -1,0 +1,349 @@
+"""The notebook UI in a real browser: JupyterLab serves ``notebooks/quickstart.ipynb``, headless
+Chromium runs all cells through JupyterLab's menu, and the widgets must render as widgets.
+
+Needs Debian's ``chromium`` (``/usr/bin/chromium``, driven by Python playwright with
+``executable_path``; playwright's own browser download is never used). Without it the test
+skips, except when ``CI`` is set: then it fails, so CI cannot skip it silently. Screenshots
+go to ``output/browser/`` at the repository root, or to ``$BGCUT_SCREENSHOT_DIR``.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from notebook_support import DATA, REPO
+from PIL import Image
+
+from bgcut_nb.core.config import resolve_model_dir
+from bgcut_nb.notebook.widgets import thumbnail
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+#: The machine's network is closed: without these Chromium keeps retrying refused connections.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOT_ENV = "BGCUT_SCREENSHOT_DIR"
+#: Generous limits for a loaded 2-CPU machine; nothing asserts on time.
+START_TIMEOUT_S = 180
+RUN_TIMEOUT_MS = 600_000
+#: Text that means a widget did not render: the placeholder, a failure, or the text repr.
+NOT_RENDERED = re.compile(
+    r"Loading widget|Error displaying widget|\b(?:VBox|HBox|GridBox|FloatProgress)\(children="
+    r"|\bFloatProgress\(value="
+)
+
+
+def require(ok: bool, reason: str) -> None:
+    """Skip when ``ok`` is false, but fail under CI (``CI`` set), where skipping hides a gap."""
+    if ok:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}; CI is set, so the browser test may not skip")
+    pytest.skip(reason)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Lab:
+    """A running JupyterLab server."""
+
+    url: str
+    token: str
+    root: Path
+
+
+def write_settings(settings: Path) -> None:
+    """User settings for a quiet, deterministic JupyterLab."""
+    files = {
+        # every cell stays in the DOM (no virtual scrolling), so every output can be inspected
+        "@jupyterlab/notebook-extension/tracker": {"windowingMode": "none"},
+        # no news or update checks: the network is closed, and toasts would cover screenshots
+        "@jupyterlab/apputils-extension/notification": {
+            "fetchNews": "false",
+            "checkForUpdates": False,
+        },
+    }
+    for plugin, values in files.items():
+        path = settings / f"{plugin}.jupyterlab-settings"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(values))
+
+
+@pytest.fixture
+def chromium() -> Path:
+    """Debian's Chromium, checked before anything starts (skip, or fail under CI)."""
+    require(CHROMIUM.exists(), f"{CHROMIUM} is not installed (apt-get install chromium)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        require(False, "playwright is not installed (it is in the [test] extra)")
+    return CHROMIUM
+
+
+@pytest.fixture
+def jupyterlab(chromium: Path, tmp_path: Path) -> Iterator[Lab]:
+    """JupyterLab on 127.0.0.1 (free port, token) over a copy of ``notebooks/`` and ``data/``."""
+    from ipykernel.kernelspec import write_kernel_spec
+
+    root = tmp_path / "root"
+    shutil.copytree(REPO / "notebooks", root / "notebooks")
+    shutil.copytree(DATA, root / "data")
+    jupyter = tmp_path / "jupyter"
+    write_kernel_spec(jupyter / "kernels" / "python3")  # the notebook's kernel: this Python
+    write_settings(tmp_path / "lab-settings")
+    env = {
+        **os.environ,
+        "JUPYTER_PATH": str(jupyter),
+        "JUPYTER_CONFIG_DIR": str(tmp_path / "jupyter-config"),
+        "JUPYTER_RUNTIME_DIR": str(tmp_path / "jupyter-runtime"),
+        "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "lab-settings"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "lab-workspaces"),
+        "BGCUT_CACHE_DIR": str(tmp_path / "cache"),
+        "BGCUT_MODEL_DIR": str(resolve_model_dir()),  # BGCUT_MODEL_DIR, else the user cache
+    }
+    env.pop("BGCUT_API_KEY", None)  # the local engine, offline
+    port, token = free_port(), secrets.token_hex(16)
+    url = f"http://127.0.0.1:{port}"
+    log = (tmp_path / "jupyterlab.log").open("wb")
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={port}",
+            "--ServerApp.port_retries=0",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={root}",
+            "--ServerApp.allow_root=True",  # CI containers often run as root
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            "--LabApp.extension_manager=readonly",  # no extension listing fetched from PyPI
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            assert server.poll() is None, (tmp_path / "jupyterlab.log").read_text()
+            try:
+                if requests.get(f"{url}/api/status", params={"token": token}, timeout=5).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, "JupyterLab did not start"
+            time.sleep(0.5)
+        yield Lab(url, token, root)
+    finally:
+        try:  # a clean shutdown also stops the kernels
+            requests.post(f"{url}/api/shutdown", params={"token": token}, timeout=10)
+            server.wait(30)
+        except (requests.RequestException, subprocess.TimeoutExpired):
+            server.terminate()
+            server.wait(30)
+        log.close()
+
+
+def screenshot_dir() -> Path:
+    folder = Path(os.environ.get(SCREENSHOT_ENV) or REPO / "output" / "browser")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+#: Draws an <img> onto a canvas and returns its pixels as a PNG data URL.
+READ_PIXELS = """img => {
+    const canvas = document.createElement("canvas");
+    canvas.width = img.naturalWidth;
+    canvas.height = img.naturalHeight;
+    canvas.getContext("2d").drawImage(img, 0, 0);
+    return canvas.toDataURL("image/png");
+}"""
+
+#: True once every code cell has run (a number in its prompt) and the kernel is idle.
+ALL_CELLS_RAN = """() => {
+    const prompts = [...document.querySelectorAll(".jp-CodeCell .jp-InputPrompt")]
+        .map(p => p.textContent.trim());
+    const indicator = document.querySelector(".jp-Notebook-ExecutionIndicator");
+    return prompts.length > 0 && prompts.every(p => /^\\[\\d+\\]:$/.test(p))
+        && indicator !== null && indicator.getAttribute("data-status") === "idle";
+}"""
+
+
+def pixels_of(img) -> np.ndarray:
+    """The pixels the browser decoded for an ``<img>`` element (RGB)."""
+    data_url = img.evaluate(READ_PIXELS)
+    raw = base64.b64decode(data_url.split(",", 1)[1])
+    with Image.open(io.BytesIO(raw)) as decoded:
+        return np.asarray(decoded.convert("RGB")).astype(int)
+
+
+def natural_sizes(output) -> list[tuple[int, int]]:
+    return output.locator("img").evaluate_all(
+        "imgs => imgs.map(i => [i.complete ? i.naturalWidth : 0, i.naturalHeight])"
+    )
+
+
+def kernel_idle(lab: Lab, notebook: str) -> bool:
+    """Whether the server holds a session for ``notebook`` whose kernel is idle."""
+    sessions = requests.get(f"{lab.url}/api/sessions", params={"token": lab.token}, timeout=10)
+    return any(
+        s["path"].endswith(notebook) and s["kernel"]["execution_state"] == "idle"
+        for s in sessions.json()
+    )
+
+
+def wait_for_kernel(page, lab: Lab, notebook: str = "quickstart.ipynb") -> None:
+    """Wait until the notebook's kernel is started and idle.
+
+    On a loaded machine JupyterLab sometimes asks which kernel to start (its kernelspecs had
+    not arrived when the notebook opened); the dialog proposes the notebook's own kernel, so
+    the test accepts it, as a user would.
+    """
+    dialog = page.locator(".jp-Dialog", has_text="Select Kernel")
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not (kernel_idle(lab, notebook) and not dialog.count()):
+        if dialog.count():
+            dialog.get_by_role("button", name="Select", exact=True).click()
+        assert time.monotonic() < deadline, "the notebook's kernel did not start"
+        page.wait_for_timeout(500)
+
+
+def test_quickstart_runs_in_jupyterlab_and_its_widgets_render(chromium: Path, jupyterlab: Lab):
+    """Run All Cells in JupyterLab: progress bar, preview and gallery render as widgets, a new
+    row shows that row's pixels, gallery captions line up, and the console stays clean."""
+    from playwright.sync_api import expect, sync_playwright
+
+    shots = screenshot_dir()
+    problems: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 2400})
+        try:
+            page.on(
+                "console",
+                lambda m: (
+                    problems.append(f"console {m.type}: {m.text} ({m.location})")
+                    if m.type == "error"
+                    else None
+                ),
+            )
+            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            page.goto(
+                f"{jupyterlab.url}/lab/tree/notebooks/quickstart.ipynb?token={jupyterlab.token}"
+            )
+            notebook = page.locator(".jp-NotebookPanel .jp-Notebook")
+            expect(notebook).to_be_visible(timeout=120_000)
+            wait_for_kernel(page, jupyterlab)
+            page.locator(".lm-MenuBar-item", has_text=re.compile(r"^Run$")).click()
+            page.locator(".lm-Menu-item", has_text=re.compile(r"^Run All Cells")).click()
+            page.wait_for_function(ALL_CELLS_RAN, timeout=RUN_TIMEOUT_MS, polling=500)
+
+            def output_of(source: str):
+                cell = notebook.locator(".jp-CodeCell").filter(
+                    has=page.locator(".jp-InputArea", has_text=source)
+                )
+                expect(cell).to_have_count(1)
+                return cell.locator(".jp-OutputArea")
+
+            progress = output_of("out = df.bgcut.process(")
+            preview = output_of("out.bgcut.preview()")
+            gallery = output_of('out.bgcut.gallery("cutout")')
+            for output in (progress, preview, gallery):
+                expect(output.locator(".jupyter-widgets").first).to_be_visible(timeout=60_000)
+            bar = progress.locator(".widget-hprogress .progress-bar")  # tqdm's widget bar
+            expect(bar).to_be_visible()
+            expect(bar).to_have_attribute("style", re.compile(r"width: 100%"))
+            expect(progress).to_contain_text("4/4")
+            expect(preview.locator("img")).to_have_count(3)  # original + 2 variants
+            expect(gallery.locator("img")).to_have_count(4)
+            for output in (preview, gallery):
+                page.wait_for_function(
+                    "imgs => imgs.every(i => i.complete && i.naturalWidth > 0)",
+                    arg=output.locator("img").element_handles(),
+                )
+                assert all(w > 0 and h > 0 for w, h in natural_sizes(output))
+            text = notebook.inner_text()
+            assert not NOT_RENDERED.search(text), NOT_RENDERED.search(text)
+            assert not notebook.locator('[data-mime-type="application/vnd.jupyter.error"]').count()
+            assert "credits to run it again: 0.0" in text
+            page.screenshot(path=shots / "quickstart-run-all.png")
+
+            # choosing another row changes the images: to that row's photo and cut-outs
+            select = preview.locator("select")
+            # ipywidgets writes option text with non-breaking spaces
+            labels = [t.replace("\xa0", " ") for t in select.locator("option").all_inner_texts()]
+            assert labels == [
+                "0 · astronaut.png",
+                "1 · chelsea.png",
+                "2 · coffee.png",
+                "3 · rocket.jpg",
+            ]
+            images = preview.locator("img")
+            before = [pixels_of(images.nth(i)) for i in range(3)]
+            sources = images.evaluate_all("imgs => imgs.map(i => i.src)")
+            select.select_option(index=labels.index("1 · chelsea.png"))
+            page.wait_for_function(
+                "([imgs, old]) => imgs.every((i, k) => i.src !== old[k] && i.complete"
+                " && i.naturalWidth > 0)",
+                arg=[images.element_handles(), sources],
+            )
+            after = [pixels_of(images.nth(i)) for i in range(3)]
+            for old, new in zip(before, after, strict=True):
+                assert old.shape != new.shape or np.abs(old - new).mean() > 10
+            expected, _ = thumbnail(jupyterlab.root / "data" / "chelsea.png")
+            with Image.open(io.BytesIO(expected)) as img:
+                chelsea = np.asarray(img.convert("RGB")).astype(int)
+            assert after[0].shape == chelsea.shape
+            assert np.abs(after[0] - chelsea).max() <= 2  # the browser shows chelsea's pixels
+            preview.screenshot(path=shots / "preview-row-1.png")
+
+            # gallery captions line up: one width per cell, captions at one height per row
+            cells = gallery.locator(".widget-gridbox > .widget-vbox")
+            expect(cells).to_have_count(4)
+            boxes = [cells.nth(i).bounding_box() for i in range(4)]
+            captions = [cells.nth(i).locator(".widget-html").first.bounding_box() for i in range(4)]
+            assert len({round(b["width"]) for b in boxes}) == 1
+            rows: dict[int, set[int]] = {}
+            for box, caption in zip(boxes, captions, strict=True):
+                rows.setdefault(round(box["y"]), set()).add(round(caption["y"]))
+            assert all(len(tops) == 1 for tops in rows.values()), rows
+            gallery.screenshot(path=shots / "gallery.png")
+        except Exception:
+            page.screenshot(path=shots / "failure.png")  # what the page showed when it failed
+            (shots / "failure.html").write_text(page.content())
+            raise
+        finally:
+            browser.close()
+    assert not problems, "\n".join(problems)
