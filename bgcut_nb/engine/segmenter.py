@@ -16,6 +16,7 @@ fixed-size one is kept for the tiers that only need the native size.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,9 @@ class Segmenter:
         self._output = self._session.get_outputs()[0].name
         self._mean = np.asarray(spec.mean, dtype=np.float32)
         self._std = np.asarray(spec.std, dtype=np.float32)
+        #: How many network passes ``predict`` has run (counted, for tests and benchmarks).
+        self.passes = 0
+        self._count_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"Segmenter({self.spec.name!r}, {str(self.model_path)!r})"
@@ -99,6 +103,8 @@ class Segmenter:
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError(f"expected an RGB uint8 HxWx3 array, got {rgb.dtype} {rgb.shape}")
         out = self._session.run([self._output], {self._input: self.preprocess(rgb, size)})[0]
+        with self._count_lock:
+            self.passes += 1
         pred = np.asarray(out[0, 0], dtype=np.float32)
         lo, hi = float(pred.min()), float(pred.max())
         if hi - lo < 1e-6:
