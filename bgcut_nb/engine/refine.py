@@ -1,9 +1,9 @@
-"""Edge-aware refinement of a coarse matte, guided by the full-resolution photo.
+"""Refinement of a model pass's matte along its outline, and the subject's own colours.
 
 * :func:`box_mean` — mean over square windows via cumulative sums (O(1) per pixel).
-* :func:`guided_upsample` — the colour guided filter (He, Sun & Tang, 2013) used as joint
-  upsampling: the low-resolution matte is the filter input, the full-resolution photo the
-  guide, so upsampled edges snap to the photo's edges instead of the model's 320 px grid.
+* :func:`refine_band` — a steeper edge inside a thin band along the outline of
+  ``alpha > 0.5``, tapering to the matte's own values at the band's sides; alpha elsewhere is
+  untouched and no pixel changes side of 0.5, so the subject stays the pass's.
 * :func:`estimate_foreground` — approximate fast foreground colour estimation ("blur fusion",
   Forte & Pitie, 2021): the colour of the subject in semi-transparent pixels with the
   background's contribution removed, so that compositing onto a new colour shows no halo.
@@ -17,8 +17,7 @@ from PIL import Image
 __all__ = [
     "box_mean",
     "estimate_foreground",
-    "guided_filter",
-    "guided_upsample",
+    "refine_band",
     "resize_map",
     "resize_rgb",
     "working_size",
@@ -58,73 +57,24 @@ def resize_map(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(img.resize(size, Image.Resampling.BILINEAR), dtype=np.float32)
 
 
-def _guided_coefficients(
-    guide: np.ndarray, p: np.ndarray, r: int, eps: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-pixel linear model ``q = a . I + b`` of the colour guided filter (box-averaged)."""
-    mean_i = box_mean(guide, r)
-    mean_p = box_mean(p, r)
-    cov_ip = box_mean(guide * p[..., None], r) - mean_i * mean_p[..., None]
-    # Covariance of the guide's channels (symmetric 3x3 per pixel) plus eps on the diagonal.
-    var = {}
-    for i in range(3):
-        for j in range(i, 3):
-            var[i, j] = box_mean(guide[..., i] * guide[..., j], r) - mean_i[..., i] * mean_i[..., j]
-    rr, rg, rb = var[0, 0] + eps, var[0, 1], var[0, 2]
-    gg, gb, bb = var[1, 1] + eps, var[1, 2], var[2, 2] + eps
-    # Closed-form inverse of the symmetric 3x3 matrix (cofactors / determinant).
-    inv_rr = gg * bb - gb * gb
-    inv_rg = gb * rb - rg * bb
-    inv_rb = rg * gb - gg * rb
-    inv_gg = rr * bb - rb * rb
-    inv_gb = rb * rg - rr * gb
-    inv_bb = rr * gg - rg * rg
-    det = rr * inv_rr + rg * inv_rg + rb * inv_rb
-    c0, c1, c2 = cov_ip[..., 0], cov_ip[..., 1], cov_ip[..., 2]
-    a = (
-        np.stack(
-            [
-                inv_rr * c0 + inv_rg * c1 + inv_rb * c2,
-                inv_rg * c0 + inv_gg * c1 + inv_gb * c2,
-                inv_rb * c0 + inv_gb * c1 + inv_bb * c2,
-            ],
-            axis=-1,
-        )
-        / det[..., None]
-    )
-    b = mean_p - np.einsum("hwc,hwc->hw", a, mean_i)
-    return box_mean(a, r), box_mean(b, r)
+def refine_band(alpha: np.ndarray, radius: int, steepness: float) -> np.ndarray:
+    """``alpha`` with its edge ``steepness`` times steeper along the outline (float32 0..1).
 
-
-def guided_filter(guide: np.ndarray, p: np.ndarray, r: int, eps: float) -> np.ndarray:
-    """Colour guided filter of ``p`` (HxW float) by ``guide`` (HxWx3 float in 0..1)."""
-    a, b = _guided_coefficients(guide, p, r, eps)
-    return np.einsum("hwc,hwc->hw", a, guide) + b
-
-
-def guided_upsample(
-    coarse: np.ndarray,
-    photo: np.ndarray,
-    *,
-    radius: int = 2,
-    eps: float = 1e-4,
-    work_pixels: int = 1_000_000,
-) -> np.ndarray:
-    """Upsample a coarse matte to ``photo``'s size along the photo's edges (float32 0..1).
-
-    The filter runs at a working resolution of at most ``work_pixels`` (the "fast guided
-    filter"): its linear coefficients are upsampled bilinearly and applied to the full photo.
+    The band is every pixel within ``radius`` px (square windows) of the outline of
+    ``alpha > 0.5``. Its weight is 1 on the outline and falls to 0 at the band's sides (so no
+    step appears where the band ends); each band pixel moves towards ``(alpha - 0.5) *
+    steepness + 0.5`` by that weight. Outside the band alpha is returned unchanged, and no pixel
+    crosses 0.5: the subject, its holes and its interior stay as the pass says.
     """
-    height, width = photo.shape[:2]
-    work = working_size(width, height, work_pixels)
-    small_photo = resize_rgb(photo, work)
-    guide = small_photo.astype(np.float64) / 255.0
-    a, b = _guided_coefficients(guide, resize_map(coarse, work).astype(np.float64), radius, eps)
-    q = np.zeros((height, width), np.float32)
-    for c in range(3):  # channel by channel in float32: bounded memory on large photos
-        q += resize_map(a[..., c], (width, height)) * (photo[..., c] * np.float32(1 / 255))
-    q += resize_map(b, (width, height))
-    return np.clip(q, 0.0, 1.0, out=q)
+    alpha = np.asarray(alpha, dtype=np.float32)
+    mask = alpha > 0.5
+    if radius <= 0 or not mask.any() or mask.all():
+        return alpha.copy()
+    near = box_mean(mask.astype(np.float32), radius).astype(np.float32)
+    weight = 1.0 - np.abs(2.0 * near - 1.0)  # 0 wherever the window sees only one side
+    steep = np.clip((alpha - 0.5) * np.float32(steepness) + 0.5, 0.0, 1.0)
+    out = alpha + weight * (steep - alpha)
+    return np.clip(out, 0.0, 1.0, out=out).astype(np.float32, copy=False)
 
 
 def working_size(width: int, height: int, max_pixels: int) -> tuple[int, int]:

@@ -3,14 +3,8 @@
 Pre- and post-processing follow rembg exactly: resize the RGB photo to the model's input size
 (Lanczos), divide by the image's maximum, normalise with the ImageNet mean/std, run, take the
 first output (the fused side output ``d0``) and min-max normalise it to 0..1. The result is the
-model-resolution probability map; upsampling to the photo's size belongs to the matting tiers.
-
-The published ONNX files declare a fixed 1x3x320x320 input although the graph computes every
-resize from the actual tensor shapes; the session is built from a copy whose height and width
-are declared free (with the ``onnx`` library, in memory, the file on disk is untouched) when a
-segmenter is built with ``any_size=True``, so that ``predict(rgb, size=...)`` can also run at an
-aspect-preserving size (multiples of 32). That session is about 10% slower at 320x320, so the
-fixed-size one is kept for the tiers that only need the native size.
+model-resolution probability map (320x320); upsampling to the photo's size belongs to the
+matting tiers.
 """
 
 from __future__ import annotations
@@ -47,14 +41,12 @@ class Segmenter:
         spec: ModelSpec,
         *,
         threads: int | None = None,
-        any_size: bool = False,
         providers: str | Sequence[str] | None = None,
     ):
         import onnxruntime as ort
 
         self.spec = spec
         self.model_path = Path(model_path)
-        self.any_size = any_size
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or default_threads()
         options.inter_op_num_threads = 1
@@ -69,7 +61,7 @@ class Segmenter:
         # it, buffers are freed after each run (8 threads: 1.0 GiB instead of 1.9 GiB).
         options.enable_cpu_mem_arena = False
         self._session = ort.InferenceSession(
-            _free_spatial_dims(self.model_path) if any_size else str(self.model_path),
+            str(self.model_path),
             sess_options=options,
             providers=choose_providers(providers),
         )
@@ -79,20 +71,16 @@ class Segmenter:
         self._output = self._session.get_outputs()[0].name
         self._mean = np.asarray(spec.mean, dtype=np.float32)
         self._std = np.asarray(spec.std, dtype=np.float32)
+        #: How many network passes ``predict`` has run (counted, for tests and benchmarks).
+        self.passes = 0
+        self._count_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"Segmenter({self.spec.name!r}, {str(self.model_path)!r}, {self.providers[0]!r})"
 
-    def preprocess(self, rgb: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
-        """The model's input tensor (1x3xHxW float32) for an RGB uint8 photo.
-
-        ``size`` = (width, height), multiples of 32; default the model's native input size.
-        """
-        width, height = size or self.spec.input_size
-        if not self.any_size and (width, height) != self.spec.input_size:
-            raise ValueError(f"this {self.spec.name} session only takes {self.spec.input_size}")
-        if width % 32 or height % 32 or width < 32 or height < 32:
-            raise ValueError(f"input size must be positive multiples of 32, got {width}x{height}")
+    def preprocess(self, rgb: np.ndarray) -> np.ndarray:
+        """The model's input tensor (1x3xHxW float32, its native size) for an RGB uint8 photo."""
+        width, height = self.spec.input_size
         small = Image.fromarray(rgb).resize(
             (width, height), Image.Resampling.LANCZOS, reducing_gap=3.0
         )
@@ -101,14 +89,13 @@ class Segmenter:
         arr = (arr - self._mean) / self._std
         return np.ascontiguousarray(arr.transpose(2, 0, 1)[None])
 
-    def predict(self, rgb: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
-        """Foreground probability at the input size (float32 HxW, min-max normalised to 0..1).
-
-        ``size`` = (width, height) of the network input, default the model's native size.
-        """
+    def predict(self, rgb: np.ndarray) -> np.ndarray:
+        """Foreground probability at the model's input size (float32, min-max normalised 0..1)."""
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError(f"expected an RGB uint8 HxWx3 array, got {rgb.dtype} {rgb.shape}")
-        out = self._session.run([self._output], {self._input: self.preprocess(rgb, size)})[0]
+        out = self._session.run([self._output], {self._input: self.preprocess(rgb)})[0]
+        with self._count_lock:
+            self.passes += 1
         pred = np.asarray(out[0, 0], dtype=np.float32)
         lo, hi = float(pred.min()), float(pred.max())
         if hi - lo < 1e-6:
@@ -116,20 +103,7 @@ class Segmenter:
         return (pred - lo) / (hi - lo)
 
 
-def _free_spatial_dims(path: Path) -> bytes:
-    """The serialised model with the input's and outputs' height and width declared free."""
-    import onnx
-
-    model = onnx.load(str(path))
-    for value in [*model.graph.input[:1], *model.graph.output]:
-        dims = value.type.tensor_type.shape.dim
-        if len(dims) == 4:
-            dims[2].dim_param = "height"
-            dims[3].dim_param = "width"
-    return model.SerializeToString()
-
-
-_shared: dict[tuple[str, int, int | None, bool, tuple[str, ...]], Segmenter] = {}
+_shared: dict[tuple[str, int, int | None, tuple[str, ...]], Segmenter] = {}
 _shared_lock = threading.Lock()
 
 
@@ -138,7 +112,6 @@ def shared_segmenter(
     spec: ModelSpec,
     *,
     threads: int | None = None,
-    any_size: bool = False,
     providers: str | Sequence[str] | None = None,
 ) -> Segmenter:
     """The process-wide :class:`Segmenter` for this model file and settings.
@@ -149,10 +122,10 @@ def shared_segmenter(
     """
     path = Path(model_path).resolve()
     chosen = tuple(choose_providers(providers))
-    key = (str(path), path.stat().st_size, threads, any_size, chosen)
+    key = (str(path), path.stat().st_size, threads, chosen)
     with _shared_lock:
         seg = _shared.get(key)
         if seg is None:
-            seg = Segmenter(path, spec, threads=threads, any_size=any_size, providers=chosen)
+            seg = Segmenter(path, spec, threads=threads, providers=chosen)
             _shared[key] = seg
         return seg
