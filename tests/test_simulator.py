@@ -106,7 +106,7 @@ def test_output_downloads_do_not_count_against_the_plan():
             for url in result.output_urls.values():
                 assert api.fetch(url)[:4] == b"\x89PNG"
         api.close()
-        assert dict(server.stats) == {"upload": 1, "process": 1, "file": 12}
+        assert dict(server.stats) == {"upload": 1, "process": 1, "file": 12, "engine_calls": 1}
 
 
 def test_processing_times_are_drawn_from_the_range_and_repeat_with_the_seed():

@@ -168,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
         burst=args.burst,
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         public_url=args.public_url,
-        workers=args.workers,
+        workers=args.workers or (_simulated_workers() if args.simulate else 0),
         queue=args.queue,
         process_max_pixels=int(args.max_process_mp * 1_000_000),
         uploads_per_hour=args.uploads_per_hour,
@@ -215,3 +215,9 @@ def run(args: argparse.Namespace) -> int:
         server.should_exit = True
         thread.join(10)
     return 0
+
+
+def _simulated_workers() -> int:
+    from ..server.simulator import SIMULATED_WORKERS
+
+    return SIMULATED_WORKERS

@@ -284,3 +284,8 @@ def install(app: Any, spec: SimulatorSpec) -> Any:
     """Put the plan (rate limit per minute, added latency) in front of a :func:`create_app` app."""
     app.add_middleware(_Plan, spec=spec, service=app.state.service, stats=app.state.stats)
     return app
+
+
+#: Engine-pool threads of a simulated server: its calls sleep instead of using our CPU, so the
+#: pool is sized like the service's own fleet, not like this machine's cores.
+SIMULATED_WORKERS = 64

@@ -64,9 +64,10 @@ class ServerThread:
         self._faults = faults
         self._simulate = simulate
         if simulate is not None:
-            from .simulator import SimulatedBackend
+            from .simulator import SIMULATED_WORKERS, SimulatedBackend
 
             options.setdefault("rate_limit", 0)
+            options.setdefault("workers", SIMULATED_WORKERS)
             if backend is None:
                 ttl = options.get("upload_ttl")
                 self._backend = SimulatedBackend(simulate, **({"upload_ttl": ttl} if ttl else {}))
