@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from bgcut_nb.contract.variants import SPEC_EXAMPLE_VARIANTS  # noqa: E402
 from bgcut_nb.contract.wire import PROCESS_PATH, UPLOAD_PATH  # noqa: E402
+from bgcut_nb.server.testing import wait_until_serving  # noqa: E402
 
 KEY = "load-bench-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -63,15 +64,9 @@ def start_server(storage: Path) -> tuple[subprocess.Popen, str]:
     ]  # fmt: skip
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            requests.get(base + "/openapi.json", timeout=1)
-            return proc, base
-        except requests.ConnectionError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("the server did not start") from None
-            time.sleep(0.2)
+    if not wait_until_serving(proc, base):
+        raise SystemExit("the server did not start")
+    return proc, base
 
 
 class Sampler(threading.Thread):

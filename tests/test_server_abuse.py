@@ -11,7 +11,7 @@ import requests
 from PIL import Image
 
 from bgcut_nb.backends.remote import PROCESS_PATH, UPLOAD_PATH, RemoteBackend
-from bgcut_nb.server.testing import ServerThread
+from bgcut_nb.server.testing import ServerThread, wait_until_serving
 
 KEY = "abuse-key-SECRET-51f0"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -102,7 +102,6 @@ def _serve(tmp_path, *extra: str):
     import socket
     import subprocess
     import sys
-    import time
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -113,14 +112,8 @@ def _serve(tmp_path, *extra: str):
     ]  # fmt: skip
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            requests.get(base + "/openapi.json", timeout=1)
-            return proc, base
-        except requests.ConnectionError:
-            assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
-            time.sleep(0.2)
+    assert wait_until_serving(proc, base), "serve did not start"
+    return proc, base
 
 
 def test_access_log_redacts_query_keys_and_signatures(tmp_path, bgcut_photo):

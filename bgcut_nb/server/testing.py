@@ -153,3 +153,19 @@ class ServerThread:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def wait_until_serving(proc: Any, base_url: str, timeout: float = 60.0) -> bool:
+    """Poll ``base_url``'s OpenAPI document until a ``bgcut-nb serve`` subprocess answers;
+    ``False`` if it exits or ``timeout`` seconds pass first."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(base_url + "/openapi.json", timeout=1):
+                return True
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.2)
+    return False
