@@ -14,11 +14,15 @@ from notebook_support import make_photos
 
 import bgcut_nb  # noqa: F401 - registers the accessors
 from bgcut_nb import RemoteBackend
+from bgcut_nb.backends.remote import RetryPolicy
+from bgcut_nb.contract.wire import PROCESS_PATH
 from bgcut_nb.notebook.throughput import AdaptiveLimit
+from bgcut_nb.server.faults import FaultSpec
 from bgcut_nb.server.simulator import SimulatorSpec
 from bgcut_nb.server.testing import ServerThread
 
 KEY = "sk-throughput-SECRET-4e5f"
+FAST = RetryPolicy(retries=6, backoff=0.01, backoff_max=0.05)
 ONE = [{"variant_name": "cut", "max_resolution": 4_000}, {"variant_name": "jpg", "format": "jpg"}]
 
 
@@ -42,11 +46,11 @@ def test_the_limit_grows_one_per_round_while_latency_is_flat():
     assert gate.limit == gate.peak == 10  # never past the maximum
 
 
-def test_a_429_or_503_halves_the_limit():
+def test_pushback_halves_the_limit():
     pushback = [0]
     gate = AdaptiveLimit(16, maximum=32, pressure=lambda: pushback[0])
     finish(gate, "upload", 0.1, 3)
-    pushback[0] = 1  # the backend saw a 429
+    pushback[0] = 1  # the backend saw a 503
     finish(gate, "upload", 0.1, 1)
     assert gate.limit == 8 and gate.decreases == 1
     pushback[0] = 3
@@ -100,7 +104,28 @@ def test_429s_are_waited_out_counted_and_fail_no_row(tmp_path, monkeypatch):
         sent = server.stats["rate_limited"]
         assert server.stats["upload"] == 30 and server.stats["process"] == 30
     assert (out["bgcut_error"] == "").all()
-    assert out.bgcut.stats["rate_limited"] == sent > 0  # every 429 the plan sent, seen and retried
+    stats = out.bgcut.stats
+    assert stats["rate_limited"] == sent > 0  # every 429 the plan sent, seen and retried
+    # a 429 is about the pace (the rate limiter's job), not about calls in flight
+    assert stats["concurrency_cuts"] == 0 and stats["concurrency"] >= backend.default_workers
+
+
+def test_503s_halve_the_calls_in_flight_and_fail_no_row(tmp_path, monkeypatch):
+    monkeypatch.delenv("BGCUT_REQUESTS_PER_MINUTE", raising=False)
+    spec = SimulatorSpec(process_seconds=(0.05, 0.1))
+    overloaded = FaultSpec(rate=0.3, kinds=("503",), paths=(PROCESS_PATH,), seed=3)
+    df = frame(tmp_path, 24)
+    with ServerThread({KEY: 1e6}, tmp_path / "server", simulate=spec, faults=overloaded) as server:
+        backend = RemoteBackend(KEY, server.base_url, retry=FAST)
+        out = df.bgcut.process(
+            ONE, backend=backend, out_dir=tmp_path / "out", cache=False, progress=False
+        )
+        backend.close()
+        injected = server.proxy.stats["503"]
+    assert (out["bgcut_error"] == "").all(), out["bgcut_error"].tolist()
+    stats = out.bgcut.stats
+    assert stats["overloaded"] == injected > 0
+    assert stats["concurrency_cuts"] >= 1
 
 
 def test_a_fixed_max_workers_keeps_the_old_pool(tmp_path, monkeypatch):

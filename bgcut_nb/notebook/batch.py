@@ -108,11 +108,12 @@ class BatchStats:
     downloads_resumed: int = 0
     seconds: float = 0.0
     stopped: str = ""
-    #: 429 / 503 answers the backend saw (and retried) during the run, and the most calls the
-    #: run allowed in flight (0: no adaptive limit).
+    #: 429 / 503 answers the backend saw (and retried) during the run, the most calls the run
+    #: allowed in flight (0: no adaptive limit) and how often a 503 halved that limit.
     rate_limited: int = 0
     overloaded: int = 0
     concurrency: int = 0
+    concurrency_cuts: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -547,7 +548,9 @@ def _run_pool(
         after, stats = backend.pressure(), runner.stats
         stats.rate_limited = after.get("rate_limited", 0) - before.get("rate_limited", 0)
         stats.overloaded = after.get("overloaded", 0) - before.get("overloaded", 0)
-        stats.concurrency = concurrency.gate.peak if concurrency.gate is not None else 0
+        if concurrency.gate is not None:
+            stats.concurrency = concurrency.gate.peak
+            stats.concurrency_cuts = concurrency.gate.decreases
     return pool.result()
 
 

@@ -3,9 +3,12 @@
 :class:`AdaptiveLimit` bounds the ``upload-image`` and ``process-image`` calls a batch has
 in flight. After every round (as many finished calls as the limit), it compares each kind of
 call's median latency with the lowest median seen: while latency stays flat (at most
-``tolerance`` times that) and the service sent no 429/503 (``Backend.pressure``), the limit grows
-by one; a 429 or 503 halves it. Waiting in the client's rate limiter counts as latency, so the
-limit stops growing once the plan's pace is what holds the batch back.
+``tolerance`` times that) and the service sent no 503 (``Backend.pressure``), the limit grows
+by one; a 503 ("overloaded": too many at once) halves it. A 429 ("rate limited": too many per
+minute) is the client's rate limiter's to handle (it pauses every thread for ``Retry-After`` and
+then paces at the rate the service accepted): halving the concurrency as well would leave the
+batch below the plan's pace once the limiter paces it. Waiting in the rate limiter counts as
+latency, so the limit stops growing once the plan's pace is what holds the batch back.
 
 :class:`GatedBackend` applies the limit to a backend's two paid calls and leaves downloads
 outside it: a row's downloads overlap other rows' processing. :func:`plan` decides, for one
@@ -139,8 +142,8 @@ class Plan:
     threads: int
 
 
-def _pushback(backend: Backend) -> Callable[[], int]:
-    return lambda: sum(backend.pressure().values())
+def _overloaded(backend: Backend) -> Callable[[], int]:
+    return lambda: backend.pressure().get("overloaded", 0)
 
 
 def plan(backend: Backend, max_workers: int | None) -> Plan:
@@ -156,7 +159,7 @@ def plan(backend: Backend, max_workers: int | None) -> Plan:
     if max_workers is not None:
         backend.reserve_connections(workers)
         return Plan(None, workers)
-    gate = AdaptiveLimit(workers, maximum=max(32, 4 * workers), pressure=_pushback(backend))
+    gate = AdaptiveLimit(workers, maximum=max(32, 4 * workers), pressure=_overloaded(backend))
     threads = gate.maximum + workers
     backend.reserve_connections(threads)
     return Plan(gate, threads)
