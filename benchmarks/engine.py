@@ -14,6 +14,7 @@ server processes) do.
 from __future__ import annotations
 
 import argparse
+import io
 import resource
 import sys
 import tempfile
@@ -45,7 +46,7 @@ def main() -> int:
     from bgcut_nb.contract.variants import SPEC_EXAMPLE_VARIANTS
     from bgcut_nb.engine.imaging import decode_image
     from bgcut_nb.engine.pipeline import LocalEngine
-    from bgcut_nb.engine.render import encode_image, render_image
+    from bgcut_nb.engine.render import PNG_COMPRESS_LEVEL, encode_image, render_image
 
     engine = LocalEngine()
     data = args.image.read_bytes()
@@ -83,6 +84,18 @@ def main() -> int:
     print(f"\npeak traced Python/numpy memory: {traced_peak / 2**20:.0f} MiB")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak resident memory (ru_maxrss): {rss:.0f} MiB")
+
+    full = next(v for v in SPEC_EXAMPLE_VARIANTS if v.format == "png")
+    pixels = render_image(cutouts[full.quality], full)
+    print(
+        f"\nPNG zlib level for {full.variant_name} ({pixels.width}x{pixels.height}), "
+        f"the engine uses {PNG_COMPRESS_LEVEL}:"
+    )
+    print("| level | seconds | MB |\n| ---: | ---: | ---: |")
+    for level in (1, 3, 6, 9):
+        buffer = io.BytesIO()
+        _, seconds = timed(pixels.save, buffer, "PNG", compress_level=level)
+        print(f"| {level} | {seconds:.2f} | {buffer.tell() / 1e6:.2f} |")
 
     same_tier = [replace(v, quality="high") for v in SPEC_EXAMPLE_VARIANTS]
     with tempfile.TemporaryDirectory() as tmp:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import _thread
 import os
 import shutil
+import signal
 import threading
 import time
 from pathlib import Path
@@ -328,7 +328,9 @@ class InterruptingBackend(LocalBackend):
             n = self.calls
         result = super().process_image(unique_filename, variants)
         if n == 2:
-            _thread.interrupt_main()
+            # a real SIGINT to the main thread, as Ctrl-C sends: it wakes the main thread from
+            # its wait at once (interrupt_main only sets a flag seen at the next bytecode)
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
             time.sleep(0.2)  # let the main thread take the interrupt while this row finishes
         return result
 
@@ -340,6 +342,7 @@ def test_keyboard_interrupt_stops_cleanly_and_a_rerun_resumes(tmp_path, cache):
     df = frame_of(photos)
     storage = tmp_path / "store"
     interrupting = InterruptingBackend(storage, engine=shared_engine())
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C raises
     with pytest.raises(KeyboardInterrupt, match="run the same call again to resume"):
         run(df, LOW_VARIANTS, interrupting, cache, tmp_path / "out", max_workers=1)
     assert interrupting.calls < 8  # pending rows were cancelled, not run

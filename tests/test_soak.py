@@ -16,8 +16,8 @@ from bgcut_nb.server.keys import key_hash
 from bgcut_nb.server.testing import ServerThread
 
 KEY = "soak-key-0b7e"
-START = 60.0
-CALLS = 40
+START = 120.0
+CALLS = 80
 VARIANTS = [
     {"variant_name": "cut", "quality": "low", "max_resolution": 20_000},
     {"variant_name": "jpg", "quality": "low", "format": "jpg", "max_resolution": 20_000},
@@ -27,7 +27,10 @@ VARIANTS = [
 def test_soak_under_faults(tmp_path, bgcut_photo):
     process = psutil.Process()
     engine = local_backend(tmp_path / "engine")
-    faults = FaultSpec(rate=0.3, kinds=("429", "503", "reset-before", "reset-after"), seed=3)
+    # No injected 429s: each one rightly slows the client's learnt pace (tests/test_throttle.py,
+    # the fault drill), which would make this a test of waiting; the server's own 429s (queue
+    # full) still happen.
+    faults = FaultSpec(rate=0.3, kinds=("503", "reset-before", "reset-after"), seed=3)
     retry = RetryPolicy(retries=4, backoff=0.02, backoff_max=0.2, retry_after_max=2)
     with ServerThread(
         {KEY: START}, tmp_path / "srv", backend=engine, rate_limit=0, faults=faults,

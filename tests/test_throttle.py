@@ -75,6 +75,26 @@ def test_without_a_plan_the_pace_is_learnt_from_a_429():
     assert waits == pytest.approx([60 / pace.requests_per_minute] * 3, rel=0.05)
 
 
+def test_429s_during_one_pause_lower_the_pace_once_and_pauses_are_not_counted():
+    pace, clock = limiter(None)
+    for _ in range(30):  # 180 per minute accepted
+        pace.acquire()
+        pace.observe(200)
+        clock.now += 10 / 30
+    pace.observe(429, retry_after=2.0)
+    learnt = pace.requests_per_minute
+    for _ in range(5):  # in-flight requests sent before the pause was known
+        clock.now += 0.1
+        pace.observe(429, retry_after=2.0)
+    assert pace.rate_limited == 6 and pace.requests_per_minute == pytest.approx(learnt)
+    for _ in range(30):  # the service keeps accepting at the learnt pace
+        pace.acquire()
+        pace.observe(200)
+    pace.observe(429, retry_after=0)
+    # the 2.5 s paused are not "time the service accepted nothing in": one more 2% step only
+    assert pace.requests_per_minute == pytest.approx(learnt * 0.98, rel=0.03)
+
+
 def test_a_quiet_minute_probes_faster_but_never_past_the_plan():
     pace, clock = limiter(None)
     for _ in range(20):

@@ -7,9 +7,11 @@
   leave one every ``60 / requests_per_minute`` seconds (plus a burst of ``burst`` at once), in the
   order they asked, so a batch runs at the plan's limit without provoking 429s.
 * Without one it sends freely until the first 429. Then it waits out ``Retry-After`` (every
-  thread: one pause for all) and paces at the rate the service accepted over the last minute,
-  2% lower at each further 429. After a minute without a 429 it tries 5% faster (never faster
-  than a configured plan), so a transient 429 does not slow a long batch for good.
+  thread: one pause for all) and paces at the rate the service accepted over the last minute
+  (time spent paused left out), 2% lower at each further 429. 429s that arrive while a pause is
+  on answer requests sent before it and lower the pace only once. After a minute without a 429
+  it tries 5% faster (never faster than a configured plan), so a transient 429 does not slow a
+  long batch for good.
 
 Only requests that count against the plan go through it (``upload-image`` and
 ``process-image``); output files are plain downloads (a CDN on the real service).
@@ -56,6 +58,7 @@ class RateLimiter:
         self._pause_until = 0.0
         self._last_429 = clock()
         self._accepted: deque[float] = deque()
+        self._pauses: deque[tuple[float, float]] = deque()  # (start, end) within the window
         self.rate_limited = 0
         self.waited = 0.0
 
@@ -106,17 +109,34 @@ class RateLimiter:
             self.rate_limited += 1
             self._last_429 = now
             pause = retry_after if retry_after is not None and retry_after >= 0 else DEFAULT_PAUSE
+            pausing = now < self._pause_until  # sent before the last 429 was known
             self._pause_until = max(self._pause_until, now + pause)
+            self._pauses.append((now, self._pause_until))
+            if pausing and self._rate is not None:
+                return
             while self._accepted and self._accepted[0] < now - WINDOW:
                 self._accepted.popleft()
             accepted = self._rate
             if len(self._accepted) >= 2:
-                span = max(now - self._accepted[0], 1.0)
+                span = max(now - self._accepted[0] - self._paused_since(self._accepted[0]), 1.0)
                 seen = len(self._accepted) / span
                 accepted = seen if accepted is None else min(accepted, seen)
             if accepted is not None:
                 self._rate = accepted * BACKOFF
                 self._tat = max(self._tat, self._pause_until)
+
+    def _paused_since(self, start: float) -> float:
+        """Seconds of pause between ``start`` and the pause just begun (not counted)."""
+        while self._pauses and self._pauses[0][1] < start:
+            self._pauses.popleft()
+        last = self._pauses[-1][0]
+        total, covered = 0.0, start
+        for begin, end in list(self._pauses)[:-1]:
+            begin, end = max(begin, covered), min(end, last)
+            if end > begin:
+                total += end - begin
+                covered = end
+        return total
 
     def _probe(self, now: float) -> None:
         """After a quiet minute, try a little faster (up to the configured plan)."""
