@@ -94,7 +94,7 @@ def test_with_room_to_spare_the_batch_keeps_more_calls_in_flight(tmp_path, monke
 def test_429s_are_waited_out_counted_and_fail_no_row(tmp_path, monkeypatch):
     monkeypatch.delenv("BGCUT_REQUESTS_PER_MINUTE", raising=False)
     spec = SimulatorSpec(process_seconds=(0.05, 0.1), plan_rpm=600)  # 10/s, bucket of 10
-    df = frame(tmp_path, 30)
+    df = frame(tmp_path, 16)
     with ServerThread({KEY: 1e6}, tmp_path / "server", simulate=spec) as server:
         backend = RemoteBackend(KEY, server.base_url)  # no plan configured: learnt from 429s
         out = df.bgcut.process(
@@ -102,7 +102,7 @@ def test_429s_are_waited_out_counted_and_fail_no_row(tmp_path, monkeypatch):
         )
         backend.close()
         sent = server.stats["rate_limited"]
-        assert server.stats["upload"] == 30 and server.stats["process"] == 30
+        assert server.stats["upload"] == 16 and server.stats["process"] == 16
     assert (out["bgcut_error"] == "").all()
     stats = out.bgcut.stats
     assert stats["rate_limited"] == sent > 0  # every 429 the plan sent, seen and retried
