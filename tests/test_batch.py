@@ -335,14 +335,22 @@ class InterruptingBackend(LocalBackend):
         return result
 
 
-def test_keyboard_interrupt_stops_cleanly_and_a_rerun_resumes(tmp_path, cache):
+@pytest.fixture
+def ctrl_c_raises():
+    """SIGINT raises KeyboardInterrupt, as in a terminal or a kernel (a shell starts background
+    jobs, CI runners among them, with SIGINT ignored; Python then keeps it ignored)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_keyboard_interrupt_stops_cleanly_and_a_rerun_resumes(tmp_path, cache, ctrl_c_raises):
     from notebook_support import shared_engine
 
     photos = make_photos(tmp_path / "photos", 8)
     df = frame_of(photos)
     storage = tmp_path / "store"
     interrupting = InterruptingBackend(storage, engine=shared_engine())
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C raises
     with pytest.raises(KeyboardInterrupt, match="run the same call again to resume"):
         run(df, LOW_VARIANTS, interrupting, cache, tmp_path / "out", max_workers=1)
     assert interrupting.calls < 8  # pending rows were cancelled, not run
