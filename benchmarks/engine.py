@@ -27,9 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_IMAGE = ROOT.parent / "shared" / "bench" / "photos" / "bike.jpg"
 
 
-def timed(fn, *args):
+def timed(fn, *args, **kwargs):
     start = time.perf_counter()
-    value = fn(*args)
+    value = fn(*args, **kwargs)
     return value, time.perf_counter() - start
 
 

@@ -185,9 +185,9 @@ def test_one_call_asking_for_high_and_medium_runs_the_u2net_pass_once(tmp_path, 
     backend = LocalBackend(tmp_path / "engine", engine=LocalEngine(matting=shared))
     big, small = shared.segmenter("u2net"), shared.segmenter("u2netp")
 
-    def passes(variants):
+    def passes(variants, photo=None):
         before = big.passes, small.passes
-        upload = backend.upload_image(bgcut_photo(320, 240, "PNG"))
+        upload = backend.upload_image(photo or bgcut_photo(320, 240, "PNG"))
         backend.process_image(upload.unique_filename, variants)
         return big.passes - before[0], small.passes - before[1]
 
@@ -202,6 +202,12 @@ def test_one_call_asking_for_high_and_medium_runs_the_u2net_pass_once(tmp_path, 
     shared.clear_memo()
     assert passes([{"variant_name": "full"}]) == (1, 0)
     assert passes([{"variant_name": "thumb", "quality": "medium"}]) == (0, 0)
+    # a photo larger than a small thumbnail needs: both tiers are matted at the larger size,
+    # so the thumbnail does not get a smaller decode (other pixels) and a pass of its own
+    shared.clear_memo()
+    thumb = {"variant_name": "thumb", "quality": "medium", "max_resolution": 256 * 256}
+    large = bgcut_photo(1600, 1200, "JPEG")
+    assert passes([{"variant_name": "full"}, thumb], large) == (1, 0)
 
 
 def test_engines_in_one_process_share_one_session_per_model(matting):

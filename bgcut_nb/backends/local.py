@@ -191,12 +191,7 @@ class LocalBackend(Backend):
         meta = self._meta(unique_filename)
         folder = self._folder(unique_filename)
         urls: dict[str, str] = {}
-        budgets = {  # one matte per tier at the size the call's largest output of it needs
-            q: self.work_pixels(
-                [v for v in parsed if v.quality == q], meta["width"], meta["height"]
-            )
-            for q in {v.quality for v in parsed}
-        }
+        budgets = self._budgets(parsed, meta["width"], meta["height"])
         try:
             for variant in parsed:
                 path = self._render(unique_filename, meta, variant, budgets[variant.quality])
@@ -208,6 +203,26 @@ class LocalBackend(Backend):
             input_url=(folder / meta["input"]).as_uri(),
             output_urls=urls,
         )
+
+    def _budgets(self, variants: list[Variant], width: int, height: int) -> dict[str, int]:
+        """One matte per tier at the size the call's largest output of it needs; tiers that
+        stand on the same model pass (medium and high: u2net) share the largest of their
+        sizes, so the image is decoded alike and the pass is run once for both."""
+        need = {
+            q: self.work_pixels([v for v in variants if v.quality == q], width, height)
+            for q in {v.quality for v in variants}
+        }
+        if len(need) == 1:
+            return need
+        by_model: dict[str, list[str]] = {}
+        for quality in need:
+            by_model.setdefault(self.engine.matting.model_for(quality), []).append(quality)
+        budgets = {}
+        for tiers in by_model.values():
+            sizes = [need[q] for q in tiers]
+            shared = 0 if 0 in sizes else max(sizes)  # 0: the full image
+            budgets.update(dict.fromkeys(tiers, shared))
+        return budgets
 
     def work_pixels(self, variants: Iterable[Variant], width: int, height: int) -> int:
         """Pixels an image is decoded and matted at for these variants: what the largest
