@@ -81,3 +81,20 @@ def test_no_message_tells_users_to_install_bgcut_nb_from_the_index():
         if ".venv" not in path.parts and (hits := index_installs(path.read_text()))
     }
     assert not wrong, wrong
+
+
+def test_the_readme_layout_names_every_module():
+    """Each subpackage's row in README "Layout" names each of its modules."""
+    layout = (ROOT / "README.md").read_text().split("\n## Layout\n")[1].split("\n## ")[0]
+    rows = {
+        m.group(1): m.group(2)
+        for m in re.finditer(r"^\| `bgcut_nb/(\w+)/` \| (.+) \|$", layout, flags=re.M)
+    }
+    packages = sorted(p.parent.name for p in (ROOT / "bgcut_nb").glob("*/__init__.py"))
+    assert sorted(rows) == packages
+    for package in packages:
+        for module in sorted((ROOT / "bgcut_nb" / package).glob("*.py")):
+            if module.name != "__init__.py":
+                assert f"`{module.name}`" in rows[package] or f"`{module.stem}`" in rows[package], (
+                    f"README Layout: bgcut_nb/{package}/{module.name} is not named"
+                )
