@@ -128,6 +128,14 @@ def test_backend_instances_are_refused_before_anything_runs(tmp_path):
         ddf.bgcut.process(LOW_VARIANTS, backend=LocalBackend(tmp_path))
 
 
+def test_an_image_col_that_is_not_a_column_is_refused_naming_the_columns():
+    ddf = dd.from_pandas(pd.DataFrame({"path": ["a.jpg"], "sku": [1]}), npartitions=1)
+    with pytest.raises(
+        KeyError, match="image_col 'nope' is not a column. Available columns: 'path', 'sku'"
+    ):
+        ddf.bgcut.process(LOW_VARIANTS, image_col="nope", backend="local")
+
+
 def test_importing_bgcut_nb_does_not_import_dask():
     code = "import sys, bgcut_nb; assert 'dask' not in sys.modules, 'dask imported'"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -9,10 +9,10 @@ last, so a session can always be made.
 
 from __future__ import annotations
 
-import difflib
 import logging
 from collections.abc import Sequence
 
+from ..contract.variants import did_you_mean
 from ..core.config import resolve_onnx_providers
 
 __all__ = ["CPU", "SHORT_NAMES", "choose_providers"]
@@ -45,11 +45,10 @@ def _full_name(name: str) -> str:
         return SHORT_NAMES[name.lower()]
     if name.endswith("ExecutionProvider"):
         return name
-    close = difflib.get_close_matches(name.lower(), SHORT_NAMES, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
     raise ValueError(
         f"unknown ONNX Runtime provider {name!r} (BGCUT_ONNX_PROVIDERS): use a full name like "
-        f"'CUDAExecutionProvider' or one of {sorted(SHORT_NAMES)}{hint}"
+        f"'CUDAExecutionProvider' or one of {sorted(SHORT_NAMES)}"
+        + did_you_mean([name], SHORT_NAMES)
     )
 
 

@@ -36,7 +36,7 @@ from ..contract.backend import Backend
 from ..contract.variants import Variant, parse_variants
 from .batch import DEFAULT_OUT_DIR, Errors
 from .cache import ReuseCache
-from .columns import ERROR_COL, META_KEY, UNIQUE_FILENAME_COL, infer_image_col
+from .columns import META_KEY, check_image_col, infer_image_col, output_columns
 
 __all__ = ["BgcutDaskAccessor", "process_partition"]
 
@@ -93,11 +93,8 @@ def process_partition(
 
 def _meta(frame: pd.DataFrame, names: list[str]) -> pd.DataFrame:
     meta = frame.iloc[:0].copy()
-    meta[UNIQUE_FILENAME_COL] = pd.Series(dtype=object)
-    for name in names:
-        meta[f"{name}_url"] = pd.Series(dtype=object)
-        meta[f"{name}_path"] = pd.Series(dtype=object)
-    meta[ERROR_COL] = pd.Series(dtype=object)
+    for column in output_columns(names):
+        meta[column] = pd.Series(dtype=object)
     return meta
 
 
@@ -156,9 +153,7 @@ class BgcutDaskAccessor:
             [variants] if isinstance(variants, (Variant, Mapping)) else variants
         )
         frame = self._frame
-        col = image_col if image_col is not None else self._infer_image_col()
-        if col not in frame.columns:
-            raise KeyError(f"bgcut: image_col {col!r} is not a column of this DataFrame")
+        col = self._infer_image_col() if image_col is None else check_image_col(frame, image_col)
         base = Path(base_dir).expanduser() if base_dir is not None else Path.cwd()
         return frame.map_partitions(
             process_partition,
