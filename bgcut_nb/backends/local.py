@@ -36,7 +36,7 @@ from ..contract.wire import UPLOAD_LIFETIME
 from ..core.atomic import atomic_write_bytes, atomic_write_text
 from ..core.config import resolve_model_dir, resolve_storage_dir
 from ..engine.imaging import DEFAULT_MAX_PIXELS, DEFAULT_PROCESS_PIXELS, decode_image
-from ..engine.matting import Cutout
+from ..engine.matting import TIER_MODELS, Cutout
 
 __all__ = ["LocalBackend", "safe_filename"]
 
@@ -215,8 +215,8 @@ class LocalBackend(Backend):
         if len(need) == 1:
             return need
         by_model: dict[str, list[str]] = {}
-        for quality in need:
-            by_model.setdefault(self.engine.matting.model_for(quality), []).append(quality)
+        for quality in need:  # by the tiers' models as named: no model is loaded to decide
+            by_model.setdefault(TIER_MODELS[quality], []).append(quality)
         budgets = {}
         for tiers in by_model.values():
             sizes = [need[q] for q in tiers]
