@@ -111,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         from ..server import create_app
         from ..server.faults import FaultProxy, FaultSpec
         from ..server.logs import log_config
+        from ..server.simulator import SIMULATED_WORKERS, SimulatedBackend, SimulatorSpec, install
     except ImportError as exc:
         print(
             "bgcut-nb serve needs the server extra: run "
@@ -133,8 +134,6 @@ def run(args: argparse.Namespace) -> int:
         )
         simulate = None
         if args.simulate or args.plan_rpm > 0 or args.sim_latency > 0:
-            from ..server.simulator import SimulatorSpec
-
             simulate = SimulatorSpec(
                 process_seconds=args.sim_process_seconds,
                 latency=args.sim_latency,
@@ -152,8 +151,6 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     backend = None
     if args.simulate:
-        from ..server.simulator import SimulatedBackend
-
         backend = SimulatedBackend(simulate, upload_ttl=args.upload_ttl)
     app = create_app(
         backend,
@@ -168,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
         burst=args.burst,
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         public_url=args.public_url,
-        workers=args.workers or (_simulated_workers() if args.simulate else 0),
+        workers=args.workers or (SIMULATED_WORKERS if args.simulate else 0),
         queue=args.queue,
         process_max_pixels=int(args.max_process_mp * 1_000_000),
         uploads_per_hour=args.uploads_per_hour,
@@ -177,8 +174,6 @@ def run(args: argparse.Namespace) -> int:
         body_timeout=args.body_timeout,
     )
     if simulate is not None:
-        from ..server.simulator import install
-
         install(app, simulate)
         print(f"bgcut-nb serve: simulating {simulate}", file=sys.stderr)
     limits = {"limit_concurrency": args.limit_concurrency, "timeout_keep_alive": 5}
@@ -215,9 +210,3 @@ def run(args: argparse.Namespace) -> int:
         server.should_exit = True
         thread.join(10)
     return 0
-
-
-def _simulated_workers() -> int:
-    from ..server.simulator import SIMULATED_WORKERS
-
-    return SIMULATED_WORKERS

@@ -28,7 +28,7 @@ from typing import Any
 
 from ..contract.backend import Backend
 from .faults import FaultProxy, FaultSpec
-from .simulator import SimulatorSpec
+from .simulator import SIMULATED_WORKERS, SimulatedBackend, SimulatorSpec, install
 
 __all__ = ["ServerThread"]
 
@@ -64,8 +64,6 @@ class ServerThread:
         self._faults = faults
         self._simulate = simulate
         if simulate is not None:
-            from .simulator import SIMULATED_WORKERS, SimulatedBackend
-
             options.setdefault("rate_limit", 0)
             options.setdefault("workers", SIMULATED_WORKERS)
             if backend is None:
@@ -114,8 +112,6 @@ class ServerThread:
             **self._options,
         )
         if self._simulate is not None:
-            from .simulator import install
-
             install(self.app, self._simulate)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
