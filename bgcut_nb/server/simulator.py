@@ -38,9 +38,11 @@ from PIL import Image, UnidentifiedImageError
 
 from ..contract.backend import Backend, ImageInput, ProcessResult, UploadResult, read_image_input
 from ..contract.errors import AuthenticationError, InvalidImageError, NotFoundError
+from ..contract.formats import sniff_format
 from ..contract.variants import Variant, parse_variants
 from ..contract.wire import PROCESS_PATH, UPLOAD_LIFETIME, UPLOAD_PATH
-from ..engine.imaging import DEFAULT_MAX_PIXELS, sniff_format
+from ..engine.imaging import DEFAULT_MAX_PIXELS
+from ..engine.matting import Cutout
 from ..engine.render import fit_within, render_variant
 from .ratelimit import TokenBucketLimiter
 
@@ -111,7 +113,8 @@ class SimulatedBackend(Backend):
         self.upload_ttl = float(upload_ttl)
         self._random = random.Random(spec.seed)
         self._lock = threading.Lock()
-        self._uploads: dict[str, tuple[float, int, int, str, bytes]] = {}
+        # unique_filename -> (uploaded at, width, height, colour, input format)
+        self._uploads: dict[str, tuple[float, int, int, str, str]] = {}
         self._files: dict[str, tuple[float, bytes]] = {}
         self._in_flight = 0
         self.peak_in_flight = 0
@@ -128,7 +131,7 @@ class SimulatedBackend(Backend):
 
     def upload_image(self, image: ImageInput) -> UploadResult:
         data, _ = read_image_input(image)
-        kind = sniff_format(data[:16])
+        kind = sniff_format(data)
         if kind is None:
             raise InvalidImageError()
         try:
@@ -144,7 +147,7 @@ class SimulatedBackend(Backend):
         colour = hashlib.sha256(data).hexdigest()[:6]
         with self._lock:
             self.calls["upload"] += 1
-            self._uploads[name] = (time.monotonic(), width, height, colour, data)
+            self._uploads[name] = (time.monotonic(), width, height, colour, kind)
             self._files[f"{name}/input.{kind}"] = (time.monotonic(), data)
         self._sweep()
         return UploadResult(name)
@@ -168,7 +171,7 @@ class SimulatedBackend(Backend):
         finally:
             with self._lock:
                 self._in_flight -= 1
-        _, width, height, colour, data = upload
+        _, width, height, colour, kind = upload
         urls = {}
         for variant in parsed:
             body = _render(width, height, colour, variant)
@@ -177,7 +180,6 @@ class SimulatedBackend(Backend):
             with self._lock:
                 self._files[path] = (time.monotonic(), body)
             urls[variant.variant_name] = f"sim://{path}"
-        kind = sniff_format(data[:16])
         return ProcessResult(unique_filename, f"sim://{unique_filename}/input.{kind}", urls)
 
     def iter_fetch(self, url: str) -> Iterator[bytes]:
@@ -199,12 +201,6 @@ class SimulatedBackend(Backend):
             self._files = {k: v for k, v in self._files.items() if v[0] >= old}
 
 
-class _Cutout:
-    def __init__(self, alpha: np.ndarray, foreground: np.ndarray) -> None:
-        self.alpha = alpha
-        self.foreground = foreground
-
-
 def _render(width: int, height: int, colour: str, variant: Variant) -> bytes:
     """A real image in the variant's format: a flat disc (the 'subject') on transparency."""
     w, h = fit_within(width, height, min(variant.max_resolution, SIM_MAX_PIXELS))
@@ -213,7 +209,7 @@ def _render(width: int, height: int, colour: str, variant: Variant) -> bytes:
     alpha = inside.astype(np.float32)
     rgb = np.array([int(colour[i : i + 2], 16) for i in (0, 2, 4)], dtype=np.uint8)
     foreground = np.broadcast_to(rgb, (h, w, 3))
-    return render_variant(_Cutout(alpha, foreground), variant)
+    return render_variant(Cutout(alpha, foreground), variant)
 
 
 class _Plan:
