@@ -90,9 +90,12 @@ class DrillReport:
         return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
-def _check(backend: RemoteBackend, index: int, width: int, height: int) -> str | None:
-    """Run one image end to end; returns what is wrong, or None."""
-    data, colour = ball_photo(index, width, height)
+def _check(
+    backend: RemoteBackend, index: int, width: int, height: int, photo: int | None = None
+) -> str | None:
+    """Run image ``index`` (ball ``photo``, default the same number) end to end; returns what
+    is wrong, or None."""
+    data, colour = ball_photo(index if photo is None else photo, width, height)
     try:
         uploaded = backend.upload_image(data)
         result = backend.process_image(uploaded.unique_filename, VARIANTS)
@@ -129,8 +132,11 @@ def run_drill(
     size: tuple[int, int] = (160, 120),
     backend=None,
     storage_dir: str | Path | None = None,
+    distinct: int | None = None,
 ) -> DrillReport:
-    """Run the drill; ``backend`` is the engine (a LocalBackend) the server uses."""
+    """Run the drill; ``backend`` is the engine (a LocalBackend) the server uses. With
+    ``distinct``, the images repeat after that many balls (each still uploaded and processed
+    on its own: only the engine's model pass is shared between equal photos)."""
     cost = DEFAULT_COSTS.process_cost(VARIANTS)
     start_credits = images * cost + 10
     spec = FaultSpec(rate=rate, retry_after=retry_after, latency=latency, seed=seed)
@@ -146,7 +152,12 @@ def run_drill(
             client = RemoteBackend(KEY, server.base_url, retry=policy)
             started = time.perf_counter()
             with ThreadPoolExecutor(workers) as pool:
-                outcomes = list(pool.map(lambda i: _check(client, i, *size), range(images)))
+                outcomes = list(
+                    pool.map(
+                        lambda i: _check(client, i, *size, photo=i % distinct if distinct else i),
+                        range(images),
+                    )
+                )
             wall = time.perf_counter() - started
             client.close()
             charges = server.app.state.service.ledger.charges(key_hash(KEY))
