@@ -45,7 +45,10 @@ def _openapi_document() -> dict:
     """The server's OpenAPI document (it does not depend on the backend or the keys)."""
     with tempfile.TemporaryDirectory() as tmp:
         app = create_app(LocalBackend(tmp), api_keys={KEY: 1.0}, storage_dir=tmp)
-        return app.openapi()
+        try:
+            return app.openapi()
+        finally:  # its sweeper thread must not outlive the folder it sweeps
+            app.state.service.close()
 
 
 schema = schemathesis.openapi.from_dict(_openapi_document())
