@@ -1,14 +1,14 @@
 """Local engine timings for one large photo and the spec's three example variants.
 
-    python benchmarks/engine.py [--image PATH] [--repeat N]
+    python benchmarks/engine.py [--image PATH] [--repeat N (5)]
 
 Prints the time of each stage (decode, segmentation per quality tier, each variant's render and
-encode), the total, peak memory, and the ratio of one 3-variant call to three 1-variant calls on
-fresh uploads (what sharing work inside one call saves), for the spec's variants (qualities
-high, medium, high: one u2net pass, two mattes) and for the same variants all at one tier. The
-engine's per-image memo of model passes is cleared before every timed call, so each of the three
-1-variant calls pays its own model pass, as separate calls on a cold engine (or on three
-server processes) do.
+encode), the total, peak memory, and the ratio (median of N runs) of one 3-variant call to three
+1-variant calls on fresh uploads (what sharing work inside one call saves), for the spec's
+variants (qualities high, medium, high: one u2net pass, two mattes) and for the same variants all
+at one tier. The engine's per-image memo of model passes is cleared before every timed call, so
+each of the three 1-variant calls pays its own model pass, as separate calls on a cold engine
+(or on three server processes) do.
 """
 
 from __future__ import annotations
@@ -16,10 +16,12 @@ from __future__ import annotations
 import argparse
 import io
 import resource
+import statistics
 import sys
 import tempfile
 import time
 import tracemalloc
+import zlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -36,7 +38,7 @@ def timed(fn, *args, **kwargs):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE)
-    parser.add_argument("--repeat", type=int, default=1, help="repeats of the ratio measurement")
+    parser.add_argument("--repeat", type=int, default=5, help="repeats of the ratio measurement")
     args = parser.parse_args()
     if not args.image.is_file():
         print(f"no such image: {args.image} (pass --image)", file=sys.stderr)
@@ -46,7 +48,12 @@ def main() -> int:
     from bgcut_nb.contract.variants import SPEC_EXAMPLE_VARIANTS
     from bgcut_nb.engine.imaging import decode_image
     from bgcut_nb.engine.pipeline import LocalEngine
-    from bgcut_nb.engine.render import PNG_COMPRESS_LEVEL, encode_image, render_image
+    from bgcut_nb.engine.render import (
+        PNG_COMPRESS_LEVEL,
+        PNG_COMPRESS_TYPE,
+        encode_image,
+        render_image,
+    )
 
     engine = LocalEngine()
     data = args.image.read_bytes()
@@ -87,15 +94,16 @@ def main() -> int:
 
     full = next(v for v in SPEC_EXAMPLE_VARIANTS if v.format == "png")
     pixels = render_image(cutouts[full.quality], full)
+    strategies = {zlib.Z_DEFAULT_STRATEGY: "default", zlib.Z_RLE: "run-length"}
     print(
-        f"\nPNG zlib level for {full.variant_name} ({pixels.width}x{pixels.height}), "
-        f"the engine uses {PNG_COMPRESS_LEVEL}:"
+        f"\nPNG zlib level and strategy for {full.variant_name} ({pixels.width}x{pixels.height}),"
+        f" the engine uses {PNG_COMPRESS_LEVEL}, {strategies[PNG_COMPRESS_TYPE]}:"
     )
-    print("| level | seconds | MB |\n| ---: | ---: | ---: |")
-    for level in (1, 3, 6, 9):
+    print("| level | strategy | seconds | MB |\n| ---: | --- | ---: | ---: |")
+    for level, strategy in [(1, 0), (3, 0), (6, 0), (9, 0), (1, zlib.Z_RLE), (3, zlib.Z_RLE)]:
         buffer = io.BytesIO()
-        _, seconds = timed(pixels.save, buffer, "PNG", compress_level=level)
-        print(f"| {level} | {seconds:.2f} | {buffer.tell() / 1e6:.2f} |")
+        _, seconds = timed(pixels.save, buffer, "PNG", compress_level=level, compress_type=strategy)
+        print(f"| {level} | {strategies[strategy]} | {seconds:.2f} | {buffer.tell() / 1e6:.2f} |")
 
     same_tier = [replace(v, quality="high") for v in SPEC_EXAMPLE_VARIANTS]
     with tempfile.TemporaryDirectory() as tmp:
@@ -104,19 +112,24 @@ def main() -> int:
             ("spec's variants (qualities high, medium, high)", SPEC_EXAMPLE_VARIANTS),
             ("same variants, all quality=high (one matte per call)", same_tier),
         ]:
-            one_call, three_calls = 0.0, 0.0
+            ratios, one_calls, three_calls = [], [], []
             for _ in range(args.repeat):
                 uid = backend.upload_image(data).unique_filename
                 engine.matting.clear_memo()
-                one_call += timed(backend.process_image, uid, variants)[1]
+                one_calls.append(timed(backend.process_image, uid, variants)[1])
+                three = 0.0
                 for variant in variants:
                     uid = backend.upload_image(data).unique_filename
                     engine.matting.clear_memo()
-                    three_calls += timed(backend.process_image, uid, [variant])[1]
+                    three += timed(backend.process_image, uid, [variant])[1]
+                three_calls.append(three)
+                ratios.append(one_calls[-1] / three)
+            spread = f" (runs: {', '.join(f'{r:.2f}' for r in ratios)})" if len(ratios) > 1 else ""
             print(
-                f"\n{label}:\n  one 3-variant call {one_call / args.repeat:.2f} s; three "
-                f"1-variant calls on fresh uploads {three_calls / args.repeat:.2f} s; "
-                f"ratio {one_call / three_calls:.2f}"
+                f"\n{label}, median of {args.repeat}:\n  one 3-variant call "
+                f"{statistics.median(one_calls):.2f} s; three 1-variant calls on fresh uploads "
+                f"{statistics.median(three_calls):.2f} s; ratio "
+                f"{statistics.median(ratios):.2f}{spread}"
             )
     return 0
 
