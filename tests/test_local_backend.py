@@ -1,6 +1,7 @@
 """LocalBackend: uploads, expiry, file:// outputs, matte reuse, safety, thread safety."""
 
 import io
+import shutil
 import threading
 import time
 import uuid
@@ -94,6 +95,31 @@ def test_matte_is_computed_once_per_quality_and_reused(backend):
     again = LocalBackend(backend.storage_dir, engine=CountingEngine())
     again.process_image(uid, [Variant("d", quality="low", background_color="#123456")])
     assert again.engine.cutouts == 0
+
+
+@pytest.mark.parametrize("quality, mode", [("low", "RGB"), ("high", "RGB"), ("low", "RGBA")])
+def test_a_stored_matte_renders_exactly_what_the_computed_one_did(tmp_path, quality, mode):
+    first = LocalBackend(tmp_path / "store", engine=CountingEngine())
+    uid = first.upload_image(photo_bytes("PNG", mode=mode)).unique_filename
+    variants = [
+        Variant("cut", quality=quality),
+        Variant("flat", quality=quality, format="jpg", background_color="#20c040"),
+        Variant("crop", quality=quality, format="webp", autocrop=True, max_resolution=9000),
+    ]
+    first.process_image(uid, variants[:1])
+    folder = first.storage_dir / "uploads" / uid
+    (stored,) = folder.glob("matte-*")  # what the matte is made of, not its pixels
+    with np.load(stored) as parts:
+        assert parts["model_pass"].shape == (320, 320)
+        assert ("correction" in parts) == (quality == "high")
+    computed = first.process_image(uid, variants)  # from the matte in memory
+    expected = {name: first.fetch(url) for name, url in computed.output_urls.items()}
+    shutil.rmtree(folder / "outputs")  # so that nothing is copied from an earlier rendering
+    again = LocalBackend(first.storage_dir, engine=CountingEngine())
+    loaded = again.process_image(uid, variants)  # from the stored matte
+    assert again.engine.cutouts == 0 and first.engine.cutouts == 1
+    for name, url in loaded.output_urls.items():
+        assert again.fetch(url) == expected[name], name
 
 
 def test_same_rendering_is_not_rendered_twice(backend):

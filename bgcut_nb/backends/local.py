@@ -192,9 +192,11 @@ class LocalBackend(Backend):
         folder = self._folder(unique_filename)
         urls: dict[str, str] = {}
         budgets = self._budgets(parsed, meta["width"], meta["height"])
+        decoded: dict[int, Image.Image] = {}  # the input at each budget, decoded once a call
         try:
             for variant in parsed:
-                path = self._render(unique_filename, meta, variant, budgets[variant.quality])
+                budget = budgets[variant.quality]
+                path = self._render(unique_filename, meta, variant, budget, decoded)
                 urls[variant.variant_name] = path.as_uri()
         except FileNotFoundError:  # deleted meanwhile (expired and swept, or lost)
             raise NotFoundError() from None
@@ -233,7 +235,12 @@ class LocalBackend(Backend):
         return 0 if need >= width * height else need
 
     def _render(
-        self, unique_filename: str, meta: dict[str, Any], variant: Variant, budget: int = 0
+        self,
+        unique_filename: str,
+        meta: dict[str, Any],
+        variant: Variant,
+        budget: int = 0,
+        decoded: dict[int, Image.Image] | None = None,
     ) -> Path:
         """Path of the variant's output, rendered now unless the same rendering exists."""
         rendering = variant.cache_key() if not budget else f"{variant.cache_key()}@{budget}"
@@ -245,7 +252,7 @@ class LocalBackend(Backend):
         existing = sorted(out_dir.glob(f"*.{variant.extension}")) if out_dir.is_dir() else []
         if existing:
             return atomic_write_bytes(path, existing[0].read_bytes())
-        cutout = self._cutout(unique_filename, meta, variant.quality, budget)
+        cutout = self._cutout(unique_filename, meta, variant.quality, budget, decoded)
         return atomic_write_bytes(path, self.engine.render(cutout, variant))
 
     def _lock_for(self, key: tuple[str, str, int]) -> threading.Lock:
@@ -253,10 +260,15 @@ class LocalBackend(Backend):
             return self._locks.setdefault(key, threading.Lock())
 
     def _cutout(
-        self, unique_filename: str, meta: dict[str, Any], quality: str, budget: int = 0
+        self,
+        unique_filename: str,
+        meta: dict[str, Any],
+        quality: str,
+        budget: int = 0,
+        decoded: dict[int, Image.Image] | None = None,
     ) -> Cutout:
         """The matte for (image, quality, pixel budget; 0: full size): from memory, from disk,
-        or computed once, on the image decoded at that budget."""
+        or computed once, on the image decoded at that budget (kept in ``decoded``)."""
         key = (unique_filename, quality, budget)
         tier = quality if not budget else f"{quality}-{budget}"
         with self._lock_for(key):
@@ -265,15 +277,18 @@ class LocalBackend(Backend):
                     self._mattes.move_to_end(key)
                     return self._mattes[key]
             folder = self._folder(unique_filename)
-            image = decode_image(
-                (folder / meta["input"]).read_bytes(),
-                max_pixels=self.max_pixels,
-                target_pixels=budget or None,
-            )
-            cutout = self._load_matte(folder, tier, image)
+            decoded = {} if decoded is None else decoded
+            if budget not in decoded:
+                decoded[budget] = decode_image(
+                    (folder / meta["input"]).read_bytes(),
+                    max_pixels=self.max_pixels,
+                    target_pixels=budget or None,
+                )
+            image = decoded[budget]
+            cutout = self._load_matte(folder, tier, quality, image)
             if cutout is None:
                 cutout = self.engine.cutout(image, quality)
-                self._save_matte(folder, tier, image, cutout)
+                self._save_matte(folder, tier, cutout)
             with self._locks_guard:
                 self._mattes[key] = cutout
                 # at most ``matte_memory`` mattes and ``matte_bytes`` of them (the newest stays)
@@ -285,27 +300,27 @@ class LocalBackend(Backend):
             return cutout
 
     @staticmethod
-    def _save_matte(folder: Path, quality: str, image: Image.Image, cutout: Cutout) -> None:
-        alpha16 = np.rint(np.clip(cutout.alpha, 0, 1) * 65535).astype(np.uint16)
-        atomic_write_bytes(folder / f"matte-{quality}.png", _png_bytes(Image.fromarray(alpha16)))
-        if not np.array_equal(cutout.foreground, np.asarray(image.convert("RGB"))):
-            fg = Image.fromarray(cutout.foreground, "RGB")
-            atomic_write_bytes(folder / f"foreground-{quality}.png", _png_bytes(fg))
+    def _save_matte(folder: Path, tier: str, cutout: Cutout) -> None:
+        """Store what a matte is made of, for later calls: the raw model pass and, for the high
+        tier, the colour correction (a cut-out that does not say is kept in memory only)."""
+        if cutout.model_pass is not None:
+            parts = {"model_pass": np.asarray(cutout.model_pass, dtype=np.float32)}
+            if cutout.correction is not None:
+                parts["correction"] = np.asarray(cutout.correction, dtype=np.int16)
+            buffer = io.BytesIO()
+            np.savez_compressed(buffer, **parts)
+            atomic_write_bytes(folder / f"matte-{tier}.npz", buffer.getvalue())
 
-    @staticmethod
-    def _load_matte(folder: Path, quality: str, image: Image.Image) -> Cutout | None:
-        matte_path = folder / f"matte-{quality}.png"
-        if not matte_path.is_file():
+    def _load_matte(
+        self, folder: Path, tier: str, quality: str, image: Image.Image
+    ) -> Cutout | None:
+        path = folder / f"matte-{tier}.npz"
+        if not path.is_file():
             return None
-        with Image.open(matte_path) as stored:
-            alpha = np.asarray(stored, dtype=np.float32) / 65535.0
-        fg_path = folder / f"foreground-{quality}.png"
-        if fg_path.is_file():
-            with Image.open(fg_path) as stored:
-                foreground = np.asarray(stored.convert("RGB"))
-        else:
-            foreground = np.asarray(image.convert("RGB"))
-        return Cutout(alpha=alpha, foreground=foreground)
+        with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as parts:
+            prob = parts["model_pass"]
+            correction = parts["correction"] if "correction" in parts else None
+        return self.engine.cutout_from_pass(image, quality, prob, correction)
 
     # -- fetching ------------------------------------------------------------------------------
 
@@ -327,9 +342,3 @@ class LocalBackend(Backend):
 
 def _nbytes(cutout: Cutout) -> int:
     return int(cutout.alpha.nbytes + cutout.foreground.nbytes)
-
-
-def _png_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG", compress_level=1)
-    return buffer.getvalue()

@@ -35,7 +35,7 @@ import numpy as np
 
 from ..contract.errors import BadRequestError, ModelUnavailableError
 from .models import ensure_model, get_spec
-from .refine import estimate_foreground, refine_band, resize_map
+from .refine import apply_correction, colour_correction, refine_band, resize_map
 from .segmenter import Segmenter, shared_segmenter
 
 __all__ = ["QUALITIES", "TIER_MODELS", "Cutout", "Matting", "matte"]
@@ -53,10 +53,18 @@ EDGE_STEEPNESS = 2.0
 
 @dataclass(frozen=True, eq=False)
 class Cutout:
-    """A cut-out: ``alpha`` float32 HxW in 0..1 and ``foreground`` uint8 HxWx3 to composite."""
+    """A cut-out: ``alpha`` float32 HxW in 0..1 and ``foreground`` uint8 HxWx3 to composite.
+
+    What it was made from, when known (enough to make it again with no model,
+    :meth:`Matting.cutout_from_pass`): ``model_pass``, the raw pass (float32 320x320), and
+    for the high tier ``correction``, its colour correction (int16, see
+    :func:`~bgcut_nb.engine.refine.colour_correction`).
+    """
 
     alpha: np.ndarray
     foreground: np.ndarray
+    model_pass: np.ndarray | None = None
+    correction: np.ndarray | None = None
 
 
 def _check_quality(quality: str) -> str:
@@ -167,18 +175,36 @@ class Matting:
 
     def plain(self, rgb: np.ndarray, name: str) -> np.ndarray:
         """Model ``name``'s pass upsampled bilinearly to the photo's size (what rembg returns)."""
-        height, width = rgb.shape[:2]
-        return np.clip(resize_map(self.model_pass(rgb, name), (width, height)), 0.0, 1.0)
+        return _upsample(self.model_pass(rgb, name), rgb.shape)
 
     def cutout(self, rgb: np.ndarray, quality: str = "high") -> Cutout:
         """The cut-out of an RGB uint8 photo at ``quality`` (high, medium or low)."""
         rgb = _check_rgb(rgb)
-        alpha = self.plain(rgb, self.model_for(quality))
-        if quality != "high":
-            return Cutout(alpha=alpha, foreground=rgb)
+        return self.cutout_from_pass(rgb, quality, self.model_pass(rgb, self.model_for(quality)))
+
+    def cutout_from_pass(
+        self,
+        rgb: np.ndarray,
+        quality: str,
+        prob: np.ndarray,
+        correction: np.ndarray | None = None,
+    ) -> Cutout:
+        """The tier's cut-out of ``rgb`` from a raw pass already run on it (no model runs) and,
+        for the high tier, its colour correction when known (else estimated now)."""
+        rgb = _check_rgb(rgb)
+        alpha = _upsample(prob, rgb.shape)
+        if _check_quality(quality) != "high":
+            return Cutout(alpha=alpha, foreground=rgb, model_pass=prob)
         height, width = rgb.shape[:2]
         alpha = refine_band(alpha, band_radius(width, height), EDGE_STEEPNESS)
-        return Cutout(alpha=alpha, foreground=estimate_foreground(rgb, alpha))
+        if correction is None:
+            correction = colour_correction(rgb, alpha)
+        foreground = apply_correction(rgb, correction)
+        return Cutout(alpha=alpha, foreground=foreground, model_pass=prob, correction=correction)
+
+
+def _upsample(prob: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    return np.clip(resize_map(prob, (shape[1], shape[0])), 0.0, 1.0)
 
 
 @functools.lru_cache(maxsize=4)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 from PIL import Image
@@ -41,15 +42,41 @@ class LocalEngine:
         An input that already has transparency keeps it: the subject's matte is multiplied by
         the input's own alpha, and the model sees the image over white.
         """
+        return self._cutout(image, quality, None, None)
+
+    def cutout_from_pass(
+        self,
+        image: Image.Image,
+        quality: str,
+        prob: np.ndarray,
+        correction: np.ndarray | None = None,
+    ) -> Cutout:
+        """The same cut-out as :meth:`cutout` from what it was made of (``Cutout.model_pass``
+        and ``Cutout.correction``, stored earlier); runs no model."""
+        return self._cutout(image, quality, prob, correction)
+
+    def _cutout(
+        self,
+        image: Image.Image,
+        quality: str,
+        prob: np.ndarray | None,
+        correction: np.ndarray | None,
+    ) -> Cutout:
+        own_alpha = None
         if image.mode == "RGBA":
             own_alpha = np.asarray(image.getchannel("A"), dtype=np.float32) / 255.0
             white = Image.new("RGB", image.size, (255, 255, 255))
             white.paste(image, mask=image.getchannel("A"))
-            result = self.matting.cutout(np.asarray(white), quality)
-            return Cutout(
-                alpha=(result.alpha * own_alpha).astype(np.float32), foreground=result.foreground
-            )
-        return self.matting.cutout(np.asarray(image.convert("RGB")), quality)
+            rgb = np.asarray(white)
+        else:
+            rgb = np.asarray(image.convert("RGB"))
+        if prob is None:
+            result = self.matting.cutout(rgb, quality)
+        else:
+            result = self.matting.cutout_from_pass(rgb, quality, prob, correction)
+        if own_alpha is None:
+            return result
+        return replace(result, alpha=(result.alpha * own_alpha).astype(np.float32))
 
     def render(self, cutout: Cutout, variant: Variant) -> bytes:
         """Encoded bytes of one variant."""

@@ -4,9 +4,10 @@
 * :func:`refine_band` — a steeper edge inside a thin band along the outline of
   ``alpha > 0.5``, tapering to the matte's own values at the band's sides; alpha elsewhere is
   untouched and no pixel changes side of 0.5, so the subject stays the pass's.
-* :func:`estimate_foreground` — approximate fast foreground colour estimation ("blur fusion",
+* :func:`colour_correction` — approximate fast foreground colour estimation ("blur fusion",
   Forte & Pitie, 2021): the colour of the subject in semi-transparent pixels with the
-  background's contribution removed, so that compositing onto a new colour shows no halo.
+  background's contribution removed, so that compositing onto a new colour shows no halo; a
+  small correction that :func:`apply_correction` adds to the photo.
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from .render import INVISIBLE_ALPHA
+
 __all__ = [
+    "apply_correction",
     "box_mean",
-    "estimate_foreground",
+    "colour_correction",
     "refine_band",
     "resize_map",
     "resize_rgb",
@@ -25,24 +29,47 @@ __all__ = [
 
 
 def box_mean(x: np.ndarray, r: int) -> np.ndarray:
-    """Mean of ``x`` (HxW or HxWxC) over (2r+1)^2 windows; windows shrink at the borders."""
-    if r <= 0:
-        return x.astype(np.float64, copy=True)
+    """Mean of ``x`` (HxW or HxWxC) over (2r+1)^2 windows; windows shrink at the borders.
+
+    Float64, or float32 for a boolean ``x`` (counted exactly in integers: a mask's share).
+    """
     h, w = x.shape[:2]
-    out = _window_sum(x.astype(np.float64, copy=False), r, 0)
-    out = _window_sum(out, r, 1)
+    if x.dtype == bool:
+        exact = np.int32 if (2 * r + 1) * max(h, w) < 2**31 else np.int64
+        x, dtype = x.astype(exact), np.float32
+    else:
+        x, dtype = x.astype(np.float64, copy=r <= 0), np.float64
+    if r <= 0:
+        return x.astype(dtype, copy=False)
+    out = _window_sum(_window_sum(x, r, 0), r, 1)
     rows = np.minimum(np.arange(h) + r + 1, h) - np.maximum(np.arange(h) - r, 0)
     cols = np.minimum(np.arange(w) + r + 1, w) - np.maximum(np.arange(w) - r, 0)
-    count = np.outer(rows, cols).astype(np.float64)
-    return out / (count[..., None] if x.ndim == 3 else count)
+    count = np.outer(rows, cols).astype(dtype)
+    return np.divide(out, count[..., None] if x.ndim == 3 else count, dtype=dtype)
 
 
 def _window_sum(x: np.ndarray, r: int, axis: int) -> np.ndarray:
+    """Sums of ``x`` over windows ``[i - r, i + r]`` along ``axis`` (clipped at the ends), from
+    one cumulative sum and three slice differences (integer input stays exact)."""
     n = x.shape[axis]
-    csum = np.cumsum(x, axis=axis)
+    if n < 2 * r + 1:  # every window reaches past both ends: clip each one
+        return _window_sum_clipped(x, r, axis)
+    x = np.moveaxis(x, axis, 0)
+    csum = np.empty((n + 1, *x.shape[1:]), dtype=x.dtype)
+    csum[0] = 0
+    np.cumsum(x, axis=0, out=csum[1:])
+    out = np.empty_like(x)
+    np.subtract(csum[2 * r + 1 :], csum[: n - 2 * r], out=out[r : n - r])
+    out[:r] = csum[r + 1 : 2 * r + 1]
+    np.subtract(csum[n], csum[n - 2 * r : n - r], out=out[n - r :])
+    return np.moveaxis(out, 0, axis)
+
+
+def _window_sum_clipped(x: np.ndarray, r: int, axis: int) -> np.ndarray:
+    n = x.shape[axis]
     pad_shape = list(x.shape)
     pad_shape[axis] = 1
-    csum = np.concatenate([np.zeros(pad_shape), csum], axis=axis)
+    csum = np.concatenate([np.zeros(pad_shape, dtype=x.dtype), np.cumsum(x, axis=axis)], axis)
     idx = np.arange(n)
     hi = np.minimum(idx + r + 1, n)
     lo = np.maximum(idx - r, 0)
@@ -70,7 +97,7 @@ def refine_band(alpha: np.ndarray, radius: int, steepness: float) -> np.ndarray:
     mask = alpha > 0.5
     if radius <= 0 or not mask.any() or mask.all():
         return alpha.copy()
-    near = box_mean(mask.astype(np.float32), radius).astype(np.float32)
+    near = box_mean(mask, radius)
     weight = 1.0 - np.abs(2.0 * near - 1.0)  # 0 wherever the window sees only one side
     steep = np.clip((alpha - 0.5) * np.float32(steepness) + 0.5, 0.0, 1.0)
     out = alpha + weight * (steep - alpha)
@@ -102,30 +129,43 @@ def _blur_fusion_step(
     return np.clip(fg, 0.0, 1.0), blurred_bg
 
 
-def estimate_foreground(
+def colour_correction(
     photo: np.ndarray, alpha: np.ndarray, *, work_pixels: int = 1_000_000
 ) -> np.ndarray:
-    """The subject's own colour (uint8 HxWx3) along its edges, background colour removed.
+    """The foreground colour estimate minus the photo (int16 hxwx3), at ``work_pixels``.
 
-    Larger photos are estimated at ``work_pixels`` and the colour correction (estimate minus
-    photo) is upsampled onto the full-resolution photo, which keeps its texture.
+    Larger photos are estimated at that size; :func:`apply_correction` upsamples the
+    correction onto the full-resolution photo, which keeps its texture. It is zero wherever
+    the photo's colour is kept: far inside the subject, and where the matte leaves the pixel
+    invisible (``INVISIBLE_ALPHA``).
 
     Blur fusion, two passes (a wide one for a smooth background estimate, a narrow one for
     detail), radii scaled with the image. A matte's outline is never exact: pixels just inside
     it that the matte calls opaque still mix in the old background, so the colour estimate
-    treats them as partly transparent too (alpha eroded softly by the narrow radius). Pixels
-    farther inside keep the photo's colour exactly.
+    treats them as partly transparent too (alpha eroded softly by the narrow radius).
     """
     height, width = photo.shape[:2]
     work = working_size(width, height, work_pixels)
     if work != (width, height):
-        small = resize_rgb(photo, work)
-        small_alpha = resize_map(alpha, work)
-        correction = estimate_foreground(small, small_alpha).astype(np.float32) - small
-        out = photo.astype(np.float32)
-        for c in range(3):
-            out[..., c] += resize_map(correction[..., c], (width, height))
-        return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+        photo, alpha = resize_rgb(photo, work), resize_map(alpha, work)
+    correction = _blur_fusion(photo, alpha).astype(np.int16) - photo
+    correction[alpha < INVISIBLE_ALPHA] = 0
+    return correction
+
+
+def apply_correction(photo: np.ndarray, correction: np.ndarray) -> np.ndarray:
+    """``photo`` (uint8 HxWx3) plus a :func:`colour_correction` (upsampled when smaller)."""
+    height, width = photo.shape[:2]
+    if correction.shape[:2] == (height, width):
+        return np.clip(photo + correction, 0, 255).astype(np.uint8)
+    out = photo.astype(np.float32)
+    for c in range(3):
+        out[..., c] += resize_map(correction[..., c], (width, height))
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _blur_fusion(photo: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """The blur-fusion colour estimate at the photo's own size (uint8)."""
     image = photo.astype(np.float64) / 255.0
     a = np.clip(alpha.astype(np.float64), 0.0, 1.0)
     size = max(photo.shape[:2])
