@@ -87,7 +87,7 @@ def test_429s_during_one_pause_lower_the_pace_once_and_pauses_are_not_counted():
         clock.now += 0.1
         pace.observe(429, retry_after=2.0)
     assert pace.rate_limited == 6 and pace.requests_per_minute == pytest.approx(learnt)
-    for _ in range(30):  # the service keeps accepting at the learnt pace
+    for _ in range(10):  # the service keeps accepting at the learnt pace, which holds them
         pace.acquire()
         pace.observe(200)
     pace.observe(429, retry_after=0)
@@ -95,15 +95,27 @@ def test_429s_during_one_pause_lower_the_pace_once_and_pauses_are_not_counted():
     assert pace.requests_per_minute == pytest.approx(learnt * 0.98, rel=0.03)
 
 
-def test_a_quiet_minute_probes_faster_but_never_past_the_plan():
-    pace, clock = limiter(None)
+def _refused_while_held(pace, clock) -> float:
+    """Learn a pace from a 429, then have the service refuse it while it holds requests back."""
     for _ in range(20):
         pace.acquire()
         pace.observe(200)
         clock.now += 0.5
     pace.observe(429, retry_after=0)
-    learnt = pace.requests_per_minute
-    clock.now += 61
+    for _ in range(5):
+        pace.acquire()  # held back by the learnt pace
+        pace.observe(200)
+    pace.observe(429, retry_after=0)
+    return pace.requests_per_minute
+
+
+def test_a_quiet_minute_probes_a_refused_pace_faster_but_never_past_the_plan():
+    pace, clock = limiter(None)
+    learnt = _refused_while_held(pace, clock)
+    clock.now += 30
+    pace.acquire()
+    assert pace.requests_per_minute == pytest.approx(learnt)  # a firm pace waits a minute
+    clock.now += 31
     pace.acquire()
     assert pace.requests_per_minute == pytest.approx(learnt * 1.05)
 
@@ -111,6 +123,36 @@ def test_a_quiet_minute_probes_faster_but_never_past_the_plan():
     clock.now += 61
     planned.acquire()
     assert planned.requests_per_minute == pytest.approx(100)
+
+
+def test_a_429_that_came_while_the_batch_was_slow_does_not_pin_it_to_that_pace():
+    pace, clock = limiter(None)
+    for _ in range(20):  # a slow moment of the batch: one request a second
+        pace.acquire()
+        pace.observe(200)
+        clock.now += 1.0
+    pace.observe(429, retry_after=1.0)  # a 429 for some other reason (a full queue)
+    assert pace.requests_per_minute == pytest.approx(60 * 0.98, rel=0.05)
+    start = clock.now
+    for _ in range(60):  # then the batch asks as fast as it can, and everything is accepted
+        pace.acquire()
+        pace.observe(200)
+    # held back, the learnt pace speeds up 25% every 5 quiet seconds: 60 requests in about
+    # 25 s, where the pace the 429 set (59 a minute, 5% more a minute) would take a minute
+    assert clock.now - start < 35
+    assert pace.requests_per_minute > 100
+    clock.now += 6  # idle: the pace holds nothing back any more and is dropped
+    assert pace.acquire() == 0.0 and pace.requests_per_minute is None
+
+
+def test_a_429_below_a_known_pace_steps_it_down_only_2_percent():
+    pace, clock = limiter(120)  # the plan allows 120 a minute; the batch sends 30
+    for _ in range(10):
+        pace.acquire()
+        pace.observe(200)
+        clock.now += 2.0
+    pace.observe(429, retry_after=0)
+    assert pace.requests_per_minute == pytest.approx(120 * 0.98)  # not the batch's 30 * 0.98
 
 
 def test_the_plan_comes_from_the_argument_or_the_environment(monkeypatch):

@@ -8,10 +8,17 @@
   order they asked, so a batch runs at the plan's limit without provoking 429s.
 * Without one it sends freely until the first 429. Then it waits out ``Retry-After`` (every
   thread: one pause for all) and paces at the rate the service accepted over the last minute
-  (time spent paused left out), 2% lower at each further 429. 429s that arrive while a pause is
-  on answer requests sent before it and lower the pace only once. After a minute without a 429
-  it tries 5% faster (never faster than a configured plan), so a transient 429 does not slow a
-  long batch for good.
+  (time spent paused left out), 2% below it. 429s that arrive while a pause is on answer
+  requests sent before it and lower the pace only once.
+* What a 429 teaches depends on whether the pace was holding requests back when it came. If it
+  was, the service refused the pace itself: the pace becomes 2% under what was accepted, and
+  after each minute without a 429 it tries 5% faster (never faster than a configured plan). If
+  it was not (the batch sent less than the pace allows, or had no pace yet), the accepted rate
+  is only what the batch asked for, so the 429 says little about the plan: a known pace steps
+  2% down, and a pace learnt that way tries 25% faster after every 5 quiet seconds while it
+  holds requests back and is dropped (back to sending freely) once it holds nothing back. A
+  service that answers 429 at random (a full queue, a proxy) thus costs pauses, not a pace
+  that ratchets down to the batch's slowest moment.
 
 Only requests that count against the plan go through it (``upload-image`` and
 ``process-image``); output files are plain downloads (a CDN on the real service).
@@ -31,6 +38,11 @@ WINDOW = 60.0
 #: Rate kept at each further 429, and the probe factor after a quiet minute.
 BACKOFF = 0.98
 PROBE = 1.05
+#: A pace learnt while it held nothing back: the quiet seconds between its probes, each faster by
+#: ``FAST_PROBE``; also how recently the pace must have held a request back for a 429 to count
+#: as a refusal of the pace itself.
+FAST_WINDOW = 5.0
+FAST_PROBE = 1.25
 #: Pause after a 429 that had no usable ``Retry-After``.
 DEFAULT_PAUSE = 1.0
 
@@ -57,6 +69,10 @@ class RateLimiter:
         self._tat = clock()  # theoretical arrival time of the next request (GCRA)
         self._pause_until = 0.0
         self._last_429 = clock()
+        self._last_held = -float("inf")  # when the pace last made a request wait
+        #: Whether the pace is known to be the service's (configured, or refused while holding
+        #: requests back) rather than learnt from a 429 that came when it held nothing back.
+        self._firm = requests_per_minute is not None
         self._accepted: deque[float] = deque()
         self._pauses: deque[tuple[float, float]] = deque()  # (start, end) within the window
         self.rate_limited = 0
@@ -81,7 +97,10 @@ class RateLimiter:
             start = max(now, self._pause_until)
             if self._rate:
                 interval = 1.0 / self._rate
-                start = max(start, self._tat - (self.burst - 1) * interval)
+                paced = self._tat - (self.burst - 1) * interval
+                if paced > start:
+                    self._last_held = now
+                    start = paced
                 self._tat = max(self._tat, start) + interval
         waited = 0.0
         if start > now:
@@ -116,12 +135,14 @@ class RateLimiter:
                 return
             while self._accepted and self._accepted[0] < now - WINDOW:
                 self._accepted.popleft()
+            held = self._rate is not None and now - self._last_held <= FAST_WINDOW
             accepted = self._rate
-            if len(self._accepted) >= 2:
+            if (held or accepted is None) and len(self._accepted) >= 2:
                 span = max(now - self._accepted[0] - self._paused_since(self._accepted[0]), 1.0)
                 seen = len(self._accepted) / span
                 accepted = seen if accepted is None else min(accepted, seen)
             if accepted is not None:
+                self._firm = self._firm or held
                 self._rate = accepted * BACKOFF
                 self._tat = max(self._tat, self._pause_until)
 
@@ -139,9 +160,16 @@ class RateLimiter:
         return total
 
     def _probe(self, now: float) -> None:
-        """After a quiet minute, try a little faster (up to the configured plan)."""
-        if self._rate is None or now - self._last_429 < WINDOW:
+        """After a quiet while, try faster: a firm pace 5% after a minute (up to the configured
+        plan), a learnt one 25% after 5 s while it holds requests back, else drop it."""
+        if self._rate is None:
             return
-        self._last_429 = now
-        ceiling = self.configured / 60.0 if self.configured else float("inf")
-        self._rate = min(ceiling, self._rate * PROBE)
+        if self._firm:
+            if now - self._last_429 >= WINDOW:
+                self._last_429 = now
+                ceiling = self.configured / 60.0 if self.configured else float("inf")
+                self._rate = min(ceiling, self._rate * PROBE)
+        elif now - self._last_429 >= FAST_WINDOW:
+            holding = now - self._last_held <= FAST_WINDOW
+            self._last_429 = now
+            self._rate = self._rate * FAST_PROBE if holding else None
