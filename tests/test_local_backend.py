@@ -122,6 +122,22 @@ def test_a_stored_matte_renders_exactly_what_the_computed_one_did(tmp_path, qual
         assert again.fetch(url) == expected[name], name
 
 
+def test_an_unreadable_stored_matte_is_computed_again(tmp_path, caplog):
+    first = LocalBackend(tmp_path / "store", engine=CountingEngine())
+    uid = first.upload_image(photo_bytes()).unique_filename
+    first.process_image(uid, [Variant("a", quality="low")])
+    (stored,) = (first.storage_dir / "uploads" / uid).glob("matte-*")
+    stored.write_bytes(b"PK\x03\x04 not a zip")  # e.g. a disk that lost its tail
+    again = LocalBackend(first.storage_dir, engine=CountingEngine())
+    variant = Variant("b", quality="low", background_color="#0000ff", format="jpg")
+    out = open_url(again, again.process_image(uid, [variant]).output_urls["b"])
+    assert again.engine.cutouts == 1
+    assert tuple(np.asarray(out)[5, 5]) == pytest.approx((0, 0, 255), abs=12)  # a new render
+    assert "unreadable" in caplog.text
+    with np.load(stored) as parts:  # and stored again
+        assert parts["model_pass"].ndim == 2
+
+
 def test_same_rendering_is_not_rendered_twice(backend):
     uid = backend.upload_image(photo_bytes()).unique_filename
     first = backend.process_image(uid, [Variant("a", quality="low")]).output_urls["a"]

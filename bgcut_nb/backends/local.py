@@ -11,12 +11,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
 import re
 import shutil
 import threading
 import time
 import uuid
+import zipfile
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -39,6 +41,8 @@ from ..engine.imaging import DEFAULT_MAX_PIXELS, DEFAULT_PROCESS_PIXELS, decode_
 from ..engine.matting import TIER_MODELS, Cutout
 
 __all__ = ["LocalBackend", "safe_filename"]
+
+log = logging.getLogger(__name__)
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -314,12 +318,18 @@ class LocalBackend(Backend):
     def _load_matte(
         self, folder: Path, tier: str, quality: str, image: Image.Image
     ) -> Cutout | None:
+        """The stored matte rebuilt, or ``None`` when there is none or it cannot be read (it is
+        then computed again and replaced)."""
         path = folder / f"matte-{tier}.npz"
-        if not path.is_file():
+        try:
+            with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as parts:
+                prob = parts["model_pass"]
+                correction = parts["correction"] if "correction" in parts else None
+        except FileNotFoundError:
             return None
-        with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as parts:
-            prob = parts["model_pass"]
-            correction = parts["correction"] if "correction" in parts else None
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            log.warning("stored matte %s is unreadable (%s); computing it again", path, exc)
+            return None
         return self.engine.cutout_from_pass(image, quality, prob, correction)
 
     # -- fetching ------------------------------------------------------------------------------
