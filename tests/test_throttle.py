@@ -145,6 +145,23 @@ def test_a_429_that_came_while_the_batch_was_slow_does_not_pin_it_to_that_pace()
     assert pace.acquire() == 0.0 and pace.requests_per_minute is None
 
 
+def test_429s_refusing_several_requests_at_once_make_the_learnt_pace_firm():
+    pace, clock = limiter(None)
+    for _ in range(20):  # a slow moment of the batch, as above
+        pace.acquire()
+        pace.observe(200)
+        clock.now += 1.0
+    pace.observe(429, retry_after=1.0)
+    clock.now += 0.2
+    pace.observe(429, retry_after=1.0)  # another request in flight refused too: the plan
+    learnt = pace.requests_per_minute
+    for _ in range(10):  # held back by the pace, all accepted, for more than 5 s
+        pace.acquire()
+        pace.observe(200)
+    assert clock.now - 1020 > 6
+    assert pace.requests_per_minute == pytest.approx(learnt)  # no fast probe: a firm pace
+
+
 def test_a_429_below_a_known_pace_steps_it_down_only_2_percent():
     pace, clock = limiter(120)  # the plan allows 120 a minute; the batch sends 30
     for _ in range(10):

@@ -14,11 +14,13 @@
   was, the service refused the pace itself: the pace becomes 2% under what was accepted, and
   after each minute without a 429 it tries 5% faster (never faster than a configured plan). If
   it was not (the batch sent less than the pace allows, or had no pace yet), the accepted rate
-  is only what the batch asked for, so the 429 says little about the plan: a known pace steps
-  2% down, and a pace learnt that way tries 25% faster after every 5 quiet seconds while it
-  holds requests back and is dropped (back to sending freely) once it holds nothing back. A
-  service that answers 429 at random (a full queue, a proxy) thus costs pauses, not a pace
-  that ratchets down to the batch's slowest moment.
+  is only what the batch asked for, so a lone 429 says little about the plan: a known pace
+  steps 2% down, and a pace learnt that way tries 25% faster after every 5 quiet seconds while
+  it holds requests back and is dropped (back to sending freely) once it holds nothing back.
+  More 429s during the pause one started (requests in flight refused together) do say it: the
+  pace is then the service's, as if it had held requests back. A service that answers 429 at
+  random (a full queue, a proxy) thus costs pauses, not a pace that ratchets down to the
+  batch's slowest moment.
 
 Only requests that count against the plan go through it (``upload-image`` and
 ``process-image``); output files are plain downloads (a CDN on the real service).
@@ -132,6 +134,8 @@ class RateLimiter:
             self._pause_until = max(self._pause_until, now + pause)
             self._pauses.append((now, self._pause_until))
             if pausing and self._rate is not None:
+                # several refusals at once: the service is refusing the rate, not one request
+                self._firm = True
                 return
             while self._accepted and self._accepted[0] < now - WINDOW:
                 self._accepted.popleft()
