@@ -37,12 +37,14 @@ def test_a_jpeg_is_decoded_at_the_needed_size_without_holding_the_full_pixels():
     assert peak < 24_000_000 * 3 / 4  # well under the full RGB pixels (72 MB)
 
 
-def test_small_variants_of_a_large_image_are_matted_small(tmp_path):
+def test_small_variants_of_a_large_image_are_matted_small(tmp_path, monkeypatch):
     backend = local_backend(tmp_path / "engine")
-    matted: list[tuple[int, int]] = []  # the size of every image the engine mattes
+    matted: list[tuple[int, int]] = []  # the size of every image the (shared) engine mattes
     engine_cutout = backend.engine.cutout
-    backend.engine.cutout = lambda image, quality: (
-        matted.append(image.size) or engine_cutout(image, quality)
+    monkeypatch.setattr(
+        backend.engine,
+        "cutout",
+        lambda image, quality: matted.append(image.size) or engine_cutout(image, quality),
     )
     up = backend.upload_image(_big(5000, 4000, "PNG"))  # 20 MP
     result = backend.process_image(
