@@ -158,10 +158,13 @@ def apply_correction(photo: np.ndarray, correction: np.ndarray) -> np.ndarray:
     height, width = photo.shape[:2]
     if correction.shape[:2] == (height, width):
         return np.clip(photo + correction, 0, 255).astype(np.uint8)
-    out = photo.astype(np.float32)
-    for c in range(3):
-        out[..., c] += resize_map(correction[..., c], (width, height))
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    # the raising and the lowering part as 8-bit images, upsampled bilinearly in C, applied in
+    # place: a 6 MP photo allocates a third of what float channels would (and faults it in)
+    out = photo.astype(np.int16)
+    for part, apply in ((correction, np.add), (-correction, np.subtract)):
+        amount = Image.fromarray(np.clip(part, 0, 255).astype(np.uint8), "RGB")
+        apply(out, np.asarray(amount.resize((width, height), Image.Resampling.BILINEAR)), out=out)
+    return np.clip(out, 0, 255, out=out).astype(np.uint8)
 
 
 def _blur_fusion(photo: np.ndarray, alpha: np.ndarray) -> np.ndarray:
