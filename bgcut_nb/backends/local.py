@@ -243,8 +243,8 @@ class LocalBackend(Backend):
         unique_filename: str,
         meta: dict[str, Any],
         variant: Variant,
-        budget: int = 0,
-        decoded: dict[int, Image.Image] | None = None,
+        budget: int,
+        decoded: dict[int, Image.Image],
     ) -> Path:
         """Path of the variant's output, rendered now unless the same rendering exists."""
         rendering = variant.cache_key() if not budget else f"{variant.cache_key()}@{budget}"
@@ -268,8 +268,8 @@ class LocalBackend(Backend):
         unique_filename: str,
         meta: dict[str, Any],
         quality: str,
-        budget: int = 0,
-        decoded: dict[int, Image.Image] | None = None,
+        budget: int,
+        decoded: dict[int, Image.Image],
     ) -> Cutout:
         """The matte for (image, quality, pixel budget; 0: full size): from memory, from disk,
         or computed once, on the image decoded at that budget (kept in ``decoded``)."""
@@ -281,7 +281,6 @@ class LocalBackend(Backend):
                     self._mattes.move_to_end(key)
                     return self._mattes[key]
             folder = self._folder(unique_filename)
-            decoded = {} if decoded is None else decoded
             if budget not in decoded:
                 decoded[budget] = decode_image(
                     (folder / meta["input"]).read_bytes(),
