@@ -34,13 +34,13 @@ def box_mean(x: np.ndarray, r: int) -> np.ndarray:
     Float64, or float32 for a boolean ``x`` (counted exactly in integers: a mask's share).
     """
     h, w = x.shape[:2]
-    if x.dtype == bool:
-        exact = np.int32 if (2 * r + 1) * max(h, w) < 2**31 else np.int64
-        x, dtype = x.astype(exact), np.float32
-    else:
-        x, dtype = x.astype(np.float64, copy=r <= 0), np.float64
+    dtype = np.float32 if x.dtype == bool else np.float64
     if r <= 0:
-        return x.astype(dtype, copy=False)
+        return x.astype(dtype)
+    if x.dtype == bool:
+        x = x.astype(np.int32 if (2 * r + 1) * max(h, w) < 2**31 else np.int64)
+    else:
+        x = x.astype(np.float64, copy=False)
     out = _window_sum(_window_sum(x, r, 0), r, 1)
     rows = np.minimum(np.arange(h) + r + 1, h) - np.maximum(np.arange(h) - r, 0)
     cols = np.minimum(np.arange(w) + r + 1, w) - np.maximum(np.arange(w) - r, 0)
