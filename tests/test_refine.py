@@ -32,6 +32,13 @@ def test_box_mean_equals_the_direct_window_mean(shape, r):
     np.testing.assert_allclose(got, _direct_box_mean(x, r), rtol=0, atol=1e-12)
 
 
+def test_box_mean_of_float32_stays_float32_and_close():
+    x = np.random.default_rng(3).random((60, 80, 3)).astype(np.float32)
+    got = box_mean(x, 9)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, _direct_box_mean(x.astype(np.float64), 9), rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("r", [1, 5, 40])
 def test_box_mean_of_a_mask_is_its_exact_share(r):
     mask = np.random.default_rng(r).random((31, 45)) > 0.6

@@ -31,16 +31,18 @@ __all__ = [
 def box_mean(x: np.ndarray, r: int) -> np.ndarray:
     """Mean of ``x`` (HxW or HxWxC) over (2r+1)^2 windows; windows shrink at the borders.
 
-    Float64, or float32 for a boolean ``x`` (counted exactly in integers: a mask's share).
+    Float32 for a float32 ``x`` (summed in float32: half the memory traffic, for maps of at
+    most a few megapixels) or a boolean one (counted exactly in integers: a mask's share);
+    float64 otherwise.
     """
     h, w = x.shape[:2]
-    dtype = np.float32 if x.dtype == bool else np.float64
+    dtype = np.float32 if x.dtype in (np.bool_, np.float32) else np.float64
     if r <= 0:
         return x.astype(dtype)
     if x.dtype == bool:
         x = x.astype(np.int32 if (2 * r + 1) * max(h, w) < 2**31 else np.int64)
     else:
-        x = x.astype(np.float64, copy=False)
+        x = x.astype(dtype, copy=False)
     out = _window_sum(_window_sum(x, r, 0), r, 1)
     rows = np.minimum(np.arange(h) + r + 1, h) - np.maximum(np.arange(h) - r, 0)
     cols = np.minimum(np.arange(w) + r + 1, w) - np.maximum(np.arange(w) - r, 0)
@@ -168,9 +170,10 @@ def apply_correction(photo: np.ndarray, correction: np.ndarray) -> np.ndarray:
 
 
 def _blur_fusion(photo: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """The blur-fusion colour estimate at the photo's own size (uint8)."""
-    image = photo.astype(np.float64) / 255.0
-    a = np.clip(alpha.astype(np.float64), 0.0, 1.0)
+    """The blur-fusion colour estimate at the photo's own size (uint8), in float32: within one
+    level of float64 wherever the matte leaves the pixel visible."""
+    image = photo.astype(np.float32) / np.float32(255.0)
+    a = np.clip(alpha.astype(np.float32), 0.0, 1.0)
     size = max(photo.shape[:2])
     wide, narrow = max(8, round(size * 0.06)), max(2, round(size * 0.004))
     a = np.minimum(a, box_mean(a, narrow))
