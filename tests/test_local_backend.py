@@ -18,17 +18,20 @@ from bgcut_nb.engine.pipeline import LocalEngine
 
 
 class CountingEngine(LocalEngine):
-    """The real engine, counting how often it computes a matte."""
+    """The real engine, counting the mattes it computes (one per tier asked for)."""
 
     def __init__(self):
         super().__init__()
-        self.cutouts = 0
+        self.computed = 0
+        self.calls: list[list[str]] = []  # the tiers each engine call was asked for
         self._count_lock = threading.Lock()
 
-    def cutout(self, image, quality):
+    def cutouts(self, image, qualities):
+        qualities = list(qualities)
         with self._count_lock:
-            self.cutouts += 1
-        return super().cutout(image, quality)
+            self.computed += len(qualities)
+            self.calls.append(qualities)
+        return super().cutouts(image, qualities)
 
 
 def photo_bytes(fmt="JPEG", size=(240, 160), mode="RGB") -> bytes:
@@ -88,13 +91,26 @@ def test_matte_is_computed_once_per_quality_and_reused(backend):
     backend.process_image(
         uid, [Variant("a", quality="low"), Variant("b", quality="low", format="jpg")]
     )
-    assert backend.engine.cutouts == 1
+    assert backend.engine.computed == 1
     backend.process_image(uid, [Variant("c", quality="low", autocrop=True)])
-    assert backend.engine.cutouts == 1
+    assert backend.engine.computed == 1
     # a fresh backend over the same storage reuses the stored matte too
     again = LocalBackend(backend.storage_dir, engine=CountingEngine())
     again.process_image(uid, [Variant("d", quality="low", background_color="#123456")])
-    assert again.engine.cutouts == 0
+    assert again.engine.computed == 0
+
+
+def test_one_call_computes_its_missing_tiers_together(backend):
+    uid = backend.upload_image(photo_bytes()).unique_filename
+    backend.process_image(uid, [Variant("a", quality="medium")])
+    spec = [Variant("a", quality="medium"), Variant("b", quality="high"), Variant("c")]
+    result = backend.process_image(uid, [*spec, Variant("d", quality="low", format="jpg")])
+    # medium is remembered; high (twice) and low are computed in one engine call
+    assert backend.engine.calls == [["medium"], ["high", "low"]]
+    assert set(result.output_urls) == {"a", "b", "c", "d"}
+    assert open_url(backend, result.output_urls["b"]).tobytes() == (
+        open_url(backend, result.output_urls["c"]).tobytes()
+    )
 
 
 @pytest.mark.parametrize("quality, mode", [("low", "RGB"), ("high", "RGB"), ("low", "RGBA")])
@@ -117,7 +133,7 @@ def test_a_stored_matte_renders_exactly_what_the_computed_one_did(tmp_path, qual
     shutil.rmtree(folder / "outputs")  # so that nothing is copied from an earlier rendering
     again = LocalBackend(first.storage_dir, engine=CountingEngine())
     loaded = again.process_image(uid, variants)  # from the stored matte
-    assert again.engine.cutouts == 0 and first.engine.cutouts == 1
+    assert again.engine.computed == 0 and first.engine.computed == 1
     for name, url in loaded.output_urls.items():
         assert again.fetch(url) == expected[name], name
 
@@ -131,7 +147,7 @@ def test_an_unreadable_stored_matte_is_computed_again(tmp_path, caplog):
     again = LocalBackend(first.storage_dir, engine=CountingEngine())
     variant = Variant("b", quality="low", background_color="#0000ff", format="jpg")
     out = open_url(again, again.process_image(uid, [variant]).output_urls["b"])
-    assert again.engine.cutouts == 1
+    assert again.engine.computed == 1
     assert tuple(np.asarray(out)[5, 5]) == pytest.approx((0, 0, 255), abs=12)  # a new render
     assert "unreadable" in caplog.text
     with np.load(stored) as parts:  # and stored again
@@ -170,7 +186,7 @@ def test_bad_uploads_and_bad_variants_are_400(backend, tmp_path):
     uid = backend.upload_image(photo_bytes("PNG")).unique_filename
     with pytest.raises(BadRequestError, match="Duplicate variant_name"):
         backend.process_image(uid, [{"variant_name": "x"}, {"variant_name": "x"}])
-    assert backend.engine.cutouts == 0  # validation happens before any work
+    assert backend.engine.computed == 0  # validation happens before any work
 
 
 def test_fetch_stays_inside_storage(backend, tmp_path):
@@ -206,5 +222,5 @@ def test_threads_share_one_matte(backend):
                 lambda i: backend.process_image(uid, [Variant(f"v{i}", quality="low")]), range(8)
             )
         )
-    assert backend.engine.cutouts == 1
+    assert backend.engine.computed == 1
     assert len({r.unique_filename for r in results}) == 1

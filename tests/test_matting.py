@@ -108,6 +108,44 @@ def test_cutout_is_thread_safe(matting):
         np.testing.assert_array_equal(want, have)
 
 
+class _CountingMatting(Matting):
+    """A real Matting with no memo of passes, counting the model passes it runs."""
+
+    def __init__(self):
+        super().__init__(memo=0)
+        self.passes: list[str] = []
+
+    def segmenter(self, name):
+        seg = super().segmenter(name)
+        counting = self
+
+        class Counted:
+            def predict(self, rgb):
+                counting.passes.append(name)
+                return seg.predict(rgb)
+
+        return Counted()
+
+
+def test_cutouts_at_several_tiers_share_passes_and_match_single_tiers():
+    model_path("u2net")
+    model_path("u2netp")
+    rgb = _photo()
+    together = _CountingMatting()
+    got = together.cutouts(rgb, ["high", "medium", "low", "medium"])
+    assert sorted(together.passes) == ["u2net", "u2netp"]  # no memo: sharing is the call's
+    assert list(got) == ["high", "medium", "low"]
+    alone = _CountingMatting()
+    for quality, cut in got.items():
+        single = alone.cutout(rgb, quality)
+        np.testing.assert_array_equal(cut.alpha, single.alpha)
+        np.testing.assert_array_equal(cut.foreground, single.foreground)
+        np.testing.assert_array_equal(cut.model_pass, single.model_pass)
+    assert sorted(alone.passes) == ["u2net", "u2net", "u2netp"]
+    assert got["medium"].alpha is not got["high"].alpha
+    assert np.abs(got["high"].alpha - got["medium"].alpha).max() > 0  # high refined a copy
+
+
 def test_tiers_differ_and_high_foreground_is_decontaminated(matting):
     rgb = _photo()
     low, medium, high = (matting.cutout(rgb, q) for q in ("low", "medium", "high"))

@@ -40,11 +40,11 @@ def test_a_jpeg_is_decoded_at_the_needed_size_without_holding_the_full_pixels():
 def test_small_variants_of_a_large_image_are_matted_small(tmp_path, monkeypatch):
     backend = local_backend(tmp_path / "engine")
     matted: list[tuple[int, int]] = []  # the size of every image the (shared) engine mattes
-    engine_cutout = backend.engine.cutout
+    engine_cutouts = backend.engine.cutouts
     monkeypatch.setattr(
         backend.engine,
-        "cutout",
-        lambda image, quality: matted.append(image.size) or engine_cutout(image, quality),
+        "cutouts",
+        lambda image, tiers: matted.append(image.size) or engine_cutouts(image, tiers),
     )
     up = backend.upload_image(_big(5000, 4000, "PNG"))  # 20 MP
     result = backend.process_image(

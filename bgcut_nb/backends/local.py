@@ -8,6 +8,7 @@ the rendered outputs, addressed by ``file://`` URLs. Uploads expire after ``uplo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -194,20 +195,28 @@ class LocalBackend(Backend):
         parsed = parse_variants(variants)
         meta = self._meta(unique_filename)
         folder = self._folder(unique_filename)
-        urls: dict[str, str] = {}
         budgets = self._budgets(parsed, meta["width"], meta["height"])
-        decoded: dict[int, Image.Image] = {}  # the input at each budget, decoded once a call
+        paths = {v.variant_name: self._output_path(folder, v, budgets[v.quality]) for v in parsed}
         try:
-            for variant in parsed:
-                budget = budgets[variant.quality]
-                path = self._render(unique_filename, meta, variant, budget, decoded)
-                urls[variant.variant_name] = path.as_uri()
+            todo = [v for v in parsed if not self._reuse_output(paths[v.variant_name])]
+            # the mattes the call still needs, each budget's tiers together (shared passes)
+            decoded: dict[int, Image.Image] = {}  # the input at each budget, decoded once a call
+            cutouts: dict[tuple[str, int], Cutout] = {}
+            for budget in dict.fromkeys(budgets[v.quality] for v in todo):
+                tiers = [v.quality for v in todo if budgets[v.quality] == budget]
+                found = self._cutouts(unique_filename, meta, tiers, budget, decoded)
+                cutouts.update({(quality, budget): cut for quality, cut in found.items()})
+            for variant in todo:
+                path = paths[variant.variant_name]
+                if not self._reuse_output(path):  # an identical variant of this call made it
+                    cutout = cutouts[variant.quality, budgets[variant.quality]]
+                    atomic_write_bytes(path, self.engine.render(cutout, variant))
         except FileNotFoundError:  # deleted meanwhile (expired and swept, or lost)
             raise NotFoundError() from None
         return ProcessResult(
             unique_filename=unique_filename,
             input_url=(folder / meta["input"]).as_uri(),
-            output_urls=urls,
+            output_urls={name: path.as_uri() for name, path in paths.items()},
         )
 
     def _budgets(self, variants: list[Variant], width: int, height: int) -> dict[str, int]:
@@ -238,48 +247,58 @@ class LocalBackend(Backend):
         need = min(self.process_max_pixels, max(_MIN_WORK_PIXELS, need))
         return 0 if need >= width * height else need
 
-    def _render(
-        self,
-        unique_filename: str,
-        meta: dict[str, Any],
-        variant: Variant,
-        budget: int,
-        decoded: dict[int, Image.Image],
-    ) -> Path:
-        """Path of the variant's output, rendered now unless the same rendering exists."""
+    @staticmethod
+    def _output_path(folder: Path, variant: Variant, budget: int) -> Path:
+        """Where the variant's output is kept: one folder per rendering (everything but the
+        name, and the pixel budget it was matted at), the file named after the variant."""
         rendering = variant.cache_key() if not budget else f"{variant.cache_key()}@{budget}"
         digest = hashlib.sha256(rendering.encode()).hexdigest()[:16]
-        out_dir = self._folder(unique_filename) / "outputs" / digest
-        path = out_dir / f"{safe_filename(variant.variant_name)}.{variant.extension}"
+        name = f"{safe_filename(variant.variant_name)}.{variant.extension}"
+        return folder / "outputs" / digest / name
+
+    @staticmethod
+    def _reuse_output(path: Path) -> bool:
+        """Whether ``path`` exists now, made from the same rendering under another name if
+        need be (copied); ``False``: it must be rendered."""
         if path.is_file():
-            return path
-        existing = sorted(out_dir.glob(f"*.{variant.extension}")) if out_dir.is_dir() else []
+            return True
+        if not path.parent.is_dir():
+            return False
+        existing = sorted(path.parent.glob(f"*{path.suffix}"))
         if existing:
-            return atomic_write_bytes(path, existing[0].read_bytes())
-        cutout = self._cutout(unique_filename, meta, variant.quality, budget, decoded)
-        return atomic_write_bytes(path, self.engine.render(cutout, variant))
+            atomic_write_bytes(path, existing[0].read_bytes())
+        return bool(existing)
 
     def _lock_for(self, key: tuple[str, str, int]) -> threading.Lock:
         with self._locks_guard:
             return self._locks.setdefault(key, threading.Lock())
 
-    def _cutout(
+    def _cutouts(
         self,
         unique_filename: str,
         meta: dict[str, Any],
-        quality: str,
+        qualities: Iterable[str],
         budget: int,
         decoded: dict[int, Image.Image],
-    ) -> Cutout:
-        """The matte for (image, quality, pixel budget; 0: full size): from memory, from disk,
-        or computed once, on the image decoded at that budget (kept in ``decoded``)."""
-        key = (unique_filename, quality, budget)
-        tier = quality if not budget else f"{quality}-{budget}"
-        with self._lock_for(key):
+    ) -> dict[str, Cutout]:
+        """The mattes for (image, each quality, pixel budget; 0: full size): from memory, from
+        disk, or computed, the missing tiers together, on the image decoded at that budget
+        (kept in ``decoded``). Each (image, tier, budget) is computed once at a time: its lock
+        is held (all of them taken in one order, so calls asking for overlapping tiers cannot
+        deadlock)."""
+        keys = sorted({(unique_filename, quality, budget) for quality in qualities})
+        with contextlib.ExitStack() as held:
+            for key in keys:
+                held.enter_context(self._lock_for(key))
+            found: dict[str, Cutout] = {}
             with self._locks_guard:
-                if key in self._mattes:
-                    self._mattes.move_to_end(key)
-                    return self._mattes[key]
+                for key in keys:
+                    if key in self._mattes:
+                        self._mattes.move_to_end(key)
+                        found[key[1]] = self._mattes[key]
+            missing = [key[1] for key in keys if key[1] not in found]
+            if not missing:
+                return found
             folder = self._folder(unique_filename)
             if budget not in decoded:
                 decoded[budget] = decode_image(
@@ -288,19 +307,25 @@ class LocalBackend(Backend):
                     target_pixels=budget or None,
                 )
             image = decoded[budget]
-            cutout = self._load_matte(folder, tier, quality, image)
-            if cutout is None:
-                cutout = self.engine.cutout(image, quality)
-                self._save_matte(folder, tier, cutout)
+            for quality in missing:
+                stored = self._load_matte(folder, _tier_name(quality, budget), quality, image)
+                if stored is not None:
+                    found[quality] = stored
+            computed = [q for q in missing if q not in found]
+            if computed:
+                for quality, cutout in self.engine.cutouts(image, computed).items():
+                    self._save_matte(folder, _tier_name(quality, budget), cutout)
+                    found[quality] = cutout
             with self._locks_guard:
-                self._mattes[key] = cutout
+                for quality in missing:
+                    self._mattes[unique_filename, quality, budget] = found[quality]
                 # at most ``matte_memory`` mattes and ``matte_bytes`` of them (the newest stays)
                 while len(self._mattes) > 1 and (
                     len(self._mattes) > self._matte_memory
                     or sum(_nbytes(c) for c in self._mattes.values()) > self._matte_bytes
                 ):
                     self._mattes.popitem(last=False)
-            return cutout
+            return found
 
     @staticmethod
     def _save_matte(folder: Path, tier: str, cutout: Cutout) -> None:
@@ -347,6 +372,11 @@ class LocalBackend(Backend):
         with path.open("rb") as fh:
             while chunk := fh.read(_CHUNK):
                 yield chunk
+
+
+def _tier_name(quality: str, budget: int) -> str:
+    """A stored matte's name: the tier, and the pixel budget unless full size."""
+    return quality if not budget else f"{quality}-{budget}"
 
 
 def _nbytes(cutout: Cutout) -> int:

@@ -27,7 +27,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,9 +149,12 @@ class Matting:
     def model_pass(self, rgb: np.ndarray, name: str) -> np.ndarray:
         """The raw pass of model ``name`` (float32 320x320, 0..1), run once per image content."""
         rgb = _check_rgb(rgb)
-        if self._memo_size <= 0:
+        return self._model_pass(rgb, name, _digest(rgb) if self._memo_size > 0 else None)
+
+    def _model_pass(self, rgb: np.ndarray, name: str, digest: str | None) -> np.ndarray:
+        if digest is None:
             return self.segmenter(name).predict(rgb)
-        key = (_digest(rgb), name)
+        key = (digest, name)
         with self._lock:
             lock = self._pass_locks.setdefault(key, threading.Lock())
         with lock:  # concurrent asks for the same pass wait for the first one
@@ -179,8 +182,24 @@ class Matting:
 
     def cutout(self, rgb: np.ndarray, quality: str = "high") -> Cutout:
         """The cut-out of an RGB uint8 photo at ``quality`` (high, medium or low)."""
+        return self.cutouts(rgb, [quality])[quality]
+
+    def cutouts(self, rgb: np.ndarray, qualities: Iterable[str]) -> dict[str, Cutout]:
+        """Cut-outs of one RGB uint8 photo at several tiers, sharing what they stand on: the
+        photo is hashed once, and each distinct model pass is run and upsampled once (medium
+        and high: one u2net pass and one upsampled matte)."""
         rgb = _check_rgb(rgb)
-        return self.cutout_from_pass(rgb, quality, self.model_pass(rgb, self.model_for(quality)))
+        tiers = list(dict.fromkeys(_check_quality(q) for q in qualities))
+        digest = _digest(rgb) if self._memo_size > 0 else None
+        plain: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        out = {}
+        for quality in tiers:
+            name = self.model_for(quality)
+            if name not in plain:
+                prob = self._model_pass(rgb, name, digest)
+                plain[name] = (prob, _upsample(prob, rgb.shape))
+            out[quality] = _tier_cutout(rgb, quality, *plain[name], None)
+        return out
 
     def cutout_from_pass(
         self,
@@ -192,15 +211,28 @@ class Matting:
         """The tier's cut-out of ``rgb`` from a raw pass already run on it (no model runs) and,
         for the high tier, its colour correction when known (else estimated now)."""
         rgb = _check_rgb(rgb)
-        alpha = _upsample(prob, rgb.shape)
-        if _check_quality(quality) != "high":
-            return Cutout(alpha=alpha, foreground=rgb, model_pass=prob)
-        height, width = rgb.shape[:2]
-        alpha = refine_band(alpha, band_radius(width, height), EDGE_STEEPNESS)
-        if correction is None:
-            correction = colour_correction(rgb, alpha)
-        foreground = apply_correction(rgb, correction)
-        return Cutout(alpha=alpha, foreground=foreground, model_pass=prob, correction=correction)
+        return _tier_cutout(
+            rgb, _check_quality(quality), prob, _upsample(prob, rgb.shape), correction
+        )
+
+
+def _tier_cutout(
+    rgb: np.ndarray,
+    quality: str,
+    prob: np.ndarray,
+    plain: np.ndarray,
+    correction: np.ndarray | None,
+) -> Cutout:
+    """The tier's cut-out from its pass and that pass upsampled to the photo (``plain``, not
+    changed: low and medium return it as their alpha, high refines a copy)."""
+    if quality != "high":
+        return Cutout(alpha=plain, foreground=rgb, model_pass=prob)
+    height, width = rgb.shape[:2]
+    alpha = refine_band(plain, band_radius(width, height), EDGE_STEEPNESS)
+    if correction is None:
+        correction = colour_correction(rgb, alpha)
+    foreground = apply_correction(rgb, correction)
+    return Cutout(alpha=alpha, foreground=foreground, model_pass=prob, correction=correction)
 
 
 def _upsample(prob: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -42,7 +42,14 @@ class LocalEngine:
         An input that already has transparency keeps it: the subject's matte is multiplied by
         the input's own alpha, and the model sees the image over white.
         """
-        return self._cutout(image, quality, None, None)
+        return self.cutouts(image, [quality])[quality]
+
+    def cutouts(self, image: Image.Image, qualities: Iterable[str]) -> dict[str, Cutout]:
+        """:meth:`cutout` at several tiers at once: the image is converted once and tiers that
+        stand on the same model pass share it (:meth:`Matting.cutouts`)."""
+        rgb, own_alpha = _model_input(image)
+        found = self.matting.cutouts(rgb, qualities)
+        return {quality: _with_alpha(cut, own_alpha) for quality, cut in found.items()}
 
     def cutout_from_pass(
         self,
@@ -53,31 +60,27 @@ class LocalEngine:
     ) -> Cutout:
         """The same cut-out as :meth:`cutout` from what it was made of (``Cutout.model_pass``
         and ``Cutout.correction``, stored earlier); runs no model."""
-        return self._cutout(image, quality, prob, correction)
-
-    def _cutout(
-        self,
-        image: Image.Image,
-        quality: str,
-        prob: np.ndarray | None,
-        correction: np.ndarray | None,
-    ) -> Cutout:
-        own_alpha = None
-        if image.mode == "RGBA":
-            own_alpha = np.asarray(image.getchannel("A"), dtype=np.float32) / 255.0
-            white = Image.new("RGB", image.size, (255, 255, 255))
-            white.paste(image, mask=image.getchannel("A"))
-            rgb = np.asarray(white)
-        else:
-            rgb = np.asarray(image.convert("RGB"))
-        if prob is None:
-            result = self.matting.cutout(rgb, quality)
-        else:
-            result = self.matting.cutout_from_pass(rgb, quality, prob, correction)
-        if own_alpha is None:
-            return result
-        return replace(result, alpha=(result.alpha * own_alpha).astype(np.float32))
+        rgb, own_alpha = _model_input(image)
+        return _with_alpha(self.matting.cutout_from_pass(rgb, quality, prob, correction), own_alpha)
 
     def render(self, cutout: Cutout, variant: Variant) -> bytes:
         """Encoded bytes of one variant."""
         return render_variant(cutout, variant)
+
+
+def _model_input(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    """What the model sees (RGB uint8; an ``RGBA`` image over white) and the image's own
+    alpha (float32 0..1, ``None`` unless ``RGBA``)."""
+    if image.mode != "RGBA":
+        return np.asarray(image.convert("RGB")), None
+    own_alpha = np.asarray(image.getchannel("A"), dtype=np.float32) / 255.0
+    white = Image.new("RGB", image.size, (255, 255, 255))
+    white.paste(image, mask=image.getchannel("A"))
+    return np.asarray(white), own_alpha
+
+
+def _with_alpha(cutout: Cutout, own_alpha: np.ndarray | None) -> Cutout:
+    """The cut-out with its matte multiplied by the input's own alpha (when it has one)."""
+    if own_alpha is None:
+        return cutout
+    return replace(cutout, alpha=(cutout.alpha * own_alpha).astype(np.float32))
