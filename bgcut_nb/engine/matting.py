@@ -16,7 +16,8 @@ that pass's outline (``alpha > 0.5``): the subject, its holes and its interior a
 
 ``medium`` and ``high`` fall back to u2netp (with a logged warning) when u2net cannot be had.
 Raw passes are remembered per image content (a small LRU), so asking one photo for several
-tiers runs each distinct model pass once. ``benchmarks/quality.py`` scores the tiers.
+tiers runs each distinct model pass once; :meth:`Matting.cutouts` asks for several tiers at
+once and also upsamples each pass once. ``benchmarks/quality.py`` scores the tiers.
 """
 
 from __future__ import annotations
