@@ -105,7 +105,7 @@ def test_one_call_computes_its_missing_tiers_together(backend):
     backend.process_image(uid, [Variant("a", quality="medium")])
     spec = [Variant("a", quality="medium"), Variant("b", quality="high"), Variant("c")]
     result = backend.process_image(uid, [*spec, Variant("d", quality="low", format="jpg")])
-    # medium is remembered; high (twice) and low are computed in one engine call
+    # a's output exists, so medium is not needed; high (twice) and low: one engine call
     assert backend.engine.calls == [["medium"], ["high", "low"]]
     assert set(result.output_urls) == {"a", "b", "c", "d"}
     assert open_url(backend, result.output_urls["b"]).tobytes() == (
@@ -134,6 +134,20 @@ def test_a_stored_matte_renders_exactly_what_the_computed_one_did(tmp_path, qual
     again = LocalBackend(first.storage_dir, engine=CountingEngine())
     loaded = again.process_image(uid, variants)  # from the stored matte
     assert again.engine.computed == 0 and first.engine.computed == 1
+    for name, url in loaded.output_urls.items():
+        assert again.fetch(url) == expected[name], name
+
+
+def test_tiers_computed_together_render_what_each_stored_one_does(tmp_path):
+    first = LocalBackend(tmp_path / "store", engine=CountingEngine())
+    uid = first.upload_image(photo_bytes()).unique_filename
+    computed = first.process_image(uid, SPEC_EXAMPLE_VARIANTS)  # high and medium together
+    assert first.engine.calls == [["high", "medium"]]
+    expected = {name: first.fetch(url) for name, url in computed.output_urls.items()}
+    shutil.rmtree(first.storage_dir / "uploads" / uid / "outputs")
+    again = LocalBackend(first.storage_dir, engine=CountingEngine())
+    loaded = again.process_image(uid, SPEC_EXAMPLE_VARIANTS)  # each tier from its own file
+    assert again.engine.computed == 0
     for name, url in loaded.output_urls.items():
         assert again.fetch(url) == expected[name], name
 
