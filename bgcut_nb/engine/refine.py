@@ -170,8 +170,8 @@ def apply_correction(photo: np.ndarray, correction: np.ndarray) -> np.ndarray:
 
 
 def _blur_fusion(photo: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """The blur-fusion colour estimate at the photo's own size (uint8), in float32: within one
-    level of float64 wherever the matte leaves the pixel visible."""
+    """The blur-fusion colour estimate at the photo's own size (uint8), in float32: within 3
+    levels of float64 wherever the matte leaves the pixel visible (12 benchmark photos)."""
     image = photo.astype(np.float32) / np.float32(255.0)
     a = np.clip(alpha.astype(np.float32), 0.0, 1.0)
     size = max(photo.shape[:2])
