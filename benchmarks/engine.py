@@ -44,16 +44,14 @@ def main() -> int:
         print(f"no such image: {args.image} (pass --image)", file=sys.stderr)
         return 2
 
+    import imagecodecs
+    import numpy as np
+
     from bgcut_nb.backends.local import LocalBackend
     from bgcut_nb.contract.variants import SPEC_EXAMPLE_VARIANTS
     from bgcut_nb.engine.imaging import decode_image
     from bgcut_nb.engine.pipeline import LocalEngine
-    from bgcut_nb.engine.render import (
-        PNG_COMPRESS_LEVEL,
-        PNG_COMPRESS_TYPE,
-        encode_image,
-        render_image,
-    )
+    from bgcut_nb.engine.render import encode_image, encode_png, render_image
 
     engine = LocalEngine()
     data = args.image.read_bytes()
@@ -94,16 +92,42 @@ def main() -> int:
 
     full = next(v for v in SPEC_EXAMPLE_VARIANTS if v.format == "png")
     pixels = render_image(cutouts[full.quality], full)
-    strategies = {zlib.Z_DEFAULT_STRATEGY: "default", zlib.Z_RLE: "run-length"}
     print(
-        f"\nPNG zlib level and strategy for {full.variant_name} ({pixels.width}x{pixels.height}),"
-        f" the engine uses {PNG_COMPRESS_LEVEL}, {strategies[PNG_COMPRESS_TYPE]}:"
+        f"\nPNG encoders for {full.variant_name} ({pixels.width}x{pixels.height}): Pillow filters"
+        " every row adaptively; libpng (imagecodecs) with one fixed filter; the engine uses"
+        " libpng, Paeth, level 2, run-length:"
     )
-    print("| level | strategy | seconds | MB |\n| ---: | --- | ---: | ---: |")
-    for level, strategy in [(1, 0), (3, 0), (6, 0), (9, 0), (1, zlib.Z_RLE), (3, zlib.Z_RLE)]:
+    print("| encoder | filter | zlib level, strategy | seconds | MB |")
+    print("| --- | --- | --- | ---: | ---: |")
+    strategies = {zlib.Z_DEFAULT_STRATEGY: "default", zlib.Z_RLE: "run-length"}
+    rgba = np.asarray(pixels)
+    for level, strategy in [(6, 0), (1, 0), (3, zlib.Z_RLE), (1, zlib.Z_RLE)]:
         buffer = io.BytesIO()
         _, seconds = timed(pixels.save, buffer, "PNG", compress_level=level, compress_type=strategy)
-        print(f"| {level} | {strategies[strategy]} | {seconds:.2f} | {buffer.tell() / 1e6:.2f} |")
+        setting = f"{level}, {strategies[strategy]}"
+        print(f"| Pillow | adaptive | {setting} | {seconds:.2f} | {buffer.tell() / 1e6:.2f} |")
+    libpng = imagecodecs.PNG
+    for name, png_filter, level in [
+        ("Sub", libpng.FILTER.SUB, 1),
+        ("Up", libpng.FILTER.UP, 1),
+        ("Paeth", libpng.FILTER.PAETH, 1),
+        ("Paeth", libpng.FILTER.PAETH, 2),
+        ("Paeth", libpng.FILTER.PAETH, 3),
+    ]:
+        encoded, seconds = timed(
+            imagecodecs.png_encode,
+            rgba,
+            level=level,
+            strategy=libpng.STRATEGY.RLE,
+            filter=png_filter,
+        )
+        setting = f"{level}, run-length"
+        print(f"| libpng | {name} | {setting} | {seconds:.2f} | {len(encoded) / 1e6:.2f} |")
+    engine_png, seconds = timed(encode_png, pixels)
+    print(
+        f"| engine (`encode_png`) | Paeth | 2, run-length | {seconds:.2f} | "
+        f"{len(engine_png) / 1e6:.2f} |"
+    )
 
     same_tier = [replace(v, quality="high") for v in SPEC_EXAMPLE_VARIANTS]
     with tempfile.TemporaryDirectory() as tmp:

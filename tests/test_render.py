@@ -1,14 +1,17 @@
-"""Renderer invariants on a synthetic cut-out: pixel budget, aspect, autocrop, fill, formats."""
+"""Renderer invariants on a synthetic cut-out: pixel budget, aspect, autocrop, fill, formats,
+and the PNG encoder on real photos."""
 
 import io
+import zlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from bgcut_nb import Variant
-from bgcut_nb.engine.render import fit_within, render_variant, subject_bbox
+from bgcut_nb.engine.render import encode_png, fit_within, render_variant, subject_bbox
 
 
 @dataclass
@@ -142,3 +145,50 @@ def test_png_transparent_pixels_carry_no_colour_and_visible_ones_are_exact(cut):
     assert invisible.any() and (rgba[invisible][:, :3] == 0).all()
     assert (rgba[..., 3] == alpha8).all()
     assert (rgba[visible][:, :3] == cut.foreground[visible]).all()
+
+
+def test_downscaled_png_shows_no_colour_of_invisible_pixels():
+    """Resampled premultiplied: the colour under alpha 0 (pure red here) cannot bleed into the
+    subject's edge, and pixels that end up invisible carry no colour."""
+    h, w = 300, 400
+    alpha = np.zeros((h, w), np.float32)
+    alpha[60:240, 80:320] = 1.0
+    alpha[59, 80:320] = alpha[240, 80:320] = 0.4  # a soft edge
+    foreground = np.zeros((h, w, 3), np.uint8)
+    foreground[..., 0] = 255  # the old background: red
+    foreground[alpha > 0] = (0, 200, 0)  # the subject: green
+    rgba = np.asarray(
+        decode(render_variant(Cut(alpha, foreground), Variant("v", max_resolution=7_000)))
+    )
+    assert rgba.shape[:2] != (h, w)
+    visible, invisible = rgba[..., 3] > 0, rgba[..., 3] == 0
+    assert visible.any() and invisible.any()
+    assert (rgba[invisible][:, :3] == 0).all()
+    assert rgba[visible][:, 0].max() <= 2  # no red at the edges (rounding aside)
+
+
+REAL_PHOTOS = sorted((Path(__file__).resolve().parents[1] / "data").glob("*.*g"))
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "RGB", "L"])
+@pytest.mark.parametrize("photo", REAL_PHOTOS, ids=lambda p: p.name)
+def test_png_encoding_is_lossless_and_close_to_pillows_size(photo, mode):
+    """The engine's PNG (one Paeth filter, fast zlib) decodes to the very pixels, carries no
+    chunk but the image's, and is at most 3% larger than Pillow's adaptive filtering at the
+    setting it replaced (level 3, run-length); real photos with a soft elliptic matte."""
+    image = Image.open(photo).convert("RGB")
+    if mode == "RGBA":
+        h, w = image.height, image.width
+        yy, xx = np.mgrid[0:h, 0:w]
+        dist = ((xx - w / 2) / (w / 3)) ** 2 + ((yy - h / 2) / (h / 3)) ** 2
+        alpha = np.clip((1.1 - dist) / 0.2, 0, 1) * 255
+        image.putalpha(Image.fromarray(np.rint(alpha).astype(np.uint8), "L"))
+    image = image.convert(mode)
+    encoded = encode_png(image)
+    decoded = decode(encoded)
+    assert (decoded.format, decoded.mode, decoded.size) == ("PNG", mode, image.size)
+    assert np.array_equal(np.asarray(decoded), np.asarray(image))
+    assert decoded.info == {}  # no text, gamma, ICC or other chunks
+    pillow = io.BytesIO()
+    image.save(pillow, "PNG", compress_level=3, compress_type=zlib.Z_RLE)
+    assert len(encoded) <= 1.03 * pillow.tell()
