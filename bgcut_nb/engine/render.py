@@ -127,7 +127,7 @@ def render_image(cutout: CutoutLike, variant: Variant) -> Image.Image:
     return image
 
 
-#: How PNG outputs are encoded (libpng through imagecodecs; see ``encode_image``): every row
+#: How PNG outputs are encoded (libpng through imagecodecs; see ``encode_png``): every row
 #: with the Paeth filter, then zlib at level 2 with the run-length strategy.
 PNG_FILTER = imagecodecs.PNG.FILTER.PAETH
 PNG_ZLIB_LEVEL = 2
@@ -139,7 +139,7 @@ def encode_png(image: Image.Image) -> bytes:
 
     Pillow always filters adaptively (tries all five filters on every row); one fixed Paeth
     filter with fast run-length zlib is about 2x faster than Pillow's level 3 run-length setting
-    for about 0.5% more bytes on real cut-outs (``benchmarks/engine.py`` prints the comparison).
+    for about 0.5% more bytes on real cut-outs (``benchmarks/png.py``, ``benchmarks/engine.py``).
     """
     pixels = np.ascontiguousarray(np.asarray(image))
     return imagecodecs.png_encode(
