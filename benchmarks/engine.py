@@ -51,7 +51,13 @@ def main() -> int:
     from bgcut_nb.contract.variants import SPEC_EXAMPLE_VARIANTS
     from bgcut_nb.engine.imaging import decode_image
     from bgcut_nb.engine.pipeline import LocalEngine
-    from bgcut_nb.engine.render import encode_image, encode_png, render_image
+    from bgcut_nb.engine.render import (
+        PNG_FILTER,
+        PNG_ZLIB_LEVEL,
+        PNG_ZLIB_STRATEGY,
+        encode_image,
+        render_image,
+    )
 
     engine = LocalEngine()
     data = args.image.read_bytes()
@@ -92,42 +98,38 @@ def main() -> int:
 
     full = next(v for v in SPEC_EXAMPLE_VARIANTS if v.format == "png")
     pixels = render_image(cutouts[full.quality], full)
+    libpng = imagecodecs.PNG
+    used = (PNG_FILTER, PNG_ZLIB_LEVEL, PNG_ZLIB_STRATEGY)
     print(
         f"\nPNG encoders for {full.variant_name} ({pixels.width}x{pixels.height}): Pillow filters"
-        " every row adaptively; libpng (imagecodecs) with one fixed filter; the engine uses"
-        " libpng, Paeth, level 2, run-length:"
+        " every row adaptively; libpng (imagecodecs) with one fixed filter; (used): the"
+        " engine's setting"
     )
     print("| encoder | filter | zlib level, strategy | seconds | MB |")
     print("| --- | --- | --- | ---: | ---: |")
     strategies = {zlib.Z_DEFAULT_STRATEGY: "default", zlib.Z_RLE: "run-length"}
-    rgba = np.asarray(pixels)
     for level, strategy in [(6, 0), (1, 0), (3, zlib.Z_RLE), (1, zlib.Z_RLE)]:
         buffer = io.BytesIO()
         _, seconds = timed(pixels.save, buffer, "PNG", compress_level=level, compress_type=strategy)
         setting = f"{level}, {strategies[strategy]}"
         print(f"| Pillow | adaptive | {setting} | {seconds:.2f} | {buffer.tell() / 1e6:.2f} |")
-    libpng = imagecodecs.PNG
-    for name, png_filter, level in [
-        ("Sub", libpng.FILTER.SUB, 1),
-        ("Up", libpng.FILTER.UP, 1),
-        ("Paeth", libpng.FILTER.PAETH, 1),
-        ("Paeth", libpng.FILTER.PAETH, 2),
-        ("Paeth", libpng.FILTER.PAETH, 3),
+    rgba = np.asarray(pixels)
+    for png_filter, level in [
+        (libpng.FILTER.SUB, 1),
+        (libpng.FILTER.UP, 1),
+        (libpng.FILTER.PAETH, 1),
+        (libpng.FILTER.PAETH, 2),
+        (libpng.FILTER.PAETH, 3),
     ]:
+        strategy = libpng.STRATEGY.RLE
         encoded, seconds = timed(
-            imagecodecs.png_encode,
-            rgba,
-            level=level,
-            strategy=libpng.STRATEGY.RLE,
-            filter=png_filter,
+            imagecodecs.png_encode, rgba, level=level, strategy=strategy, filter=png_filter
         )
-        setting = f"{level}, run-length"
-        print(f"| libpng | {name} | {setting} | {seconds:.2f} | {len(encoded) / 1e6:.2f} |")
-    engine_png, seconds = timed(encode_png, pixels)
-    print(
-        f"| engine (`encode_png`) | Paeth | 2, run-length | {seconds:.2f} | "
-        f"{len(engine_png) / 1e6:.2f} |"
-    )
+        mark = " (used)" if (png_filter, level, strategy) == used else ""
+        print(
+            f"| libpng | {png_filter.name.title()} | {level}, run-length{mark} | {seconds:.2f} | "
+            f"{len(encoded) / 1e6:.2f} |"
+        )
 
     same_tier = [replace(v, quality="high") for v in SPEC_EXAMPLE_VARIANTS]
     with tempfile.TemporaryDirectory() as tmp:
