@@ -32,7 +32,6 @@ sys.path.insert(0, str(ROOT))
 from bgcut_nb.backends.remote import RemoteBackend, RetryPolicy  # noqa: E402
 from bgcut_nb.contract.pricing import DEFAULT_COSTS  # noqa: E402
 from bgcut_nb.server.faults import FaultSpec  # noqa: E402
-from bgcut_nb.server.keys import key_hash  # noqa: E402
 from bgcut_nb.server.testing import ServerThread  # noqa: E402
 
 KEY = "fault-drill-key"
@@ -160,7 +159,9 @@ def run_drill(
                 )
             wall = time.perf_counter() - started
             client.close()
-            charges = server.app.state.service.ledger.charges(key_hash(KEY))
+            charges = server.app.state.service.ledger.charges(
+                server.app.state.service.key_hash(KEY)
+            )
             balance = server.credits(KEY)
             faults = Counter({k: v for k, v in server.proxy.stats.items() if k != "forwarded"})
             return DrillReport(

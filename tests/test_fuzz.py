@@ -76,6 +76,6 @@ def test_openapi_declares_the_real_statuses(fuzz_server):
     }
     assert statuses == {
         "/v3/remove-bg/upload-image/": ["200", "400", "401", "413", "429"],
-        "/v3/remove-bg/process-image/": ["200", "400", "401", "402", "404", "429"],
+        "/v3/remove-bg/process-image/": ["200", "400", "401", "402", "404", "413", "429"],
     }
     assert "422" not in str(doc)

@@ -15,7 +15,7 @@ import requests
 
 from bgcut_nb import PayloadTooLargeError
 from bgcut_nb.backends.remote import IDEMPOTENCY_HEADER, PROCESS_PATH, UPLOAD_PATH, RemoteBackend
-from bgcut_nb.server.keys import key_hash, load_keys_file
+from bgcut_nb.server.keys import load_keys_file
 from bgcut_nb.server.testing import ServerThread
 
 KEY = "server-key"
@@ -125,7 +125,7 @@ def test_the_database_holds_hashes_never_keys(server, bgcut_photo):
     wal = server.storage_dir / "server.sqlite3-wal"
     raw += wal.read_bytes() if wal.exists() else b""
     assert KEY.encode() not in raw
-    assert key_hash(KEY).encode() in raw
+    assert server.app.state.service.key_hash(KEY).encode() in raw
 
 
 def test_keys_file_format(tmp_path):

@@ -75,9 +75,10 @@ def test_verbose_tracebacks_never_show_the_key(server, bgcut_photo):
     with pytest.raises(NotFoundError) as missing:
         backend.process_image("no-such-upload", [{"variant_name": "a", "quality": "low"}])
     up = backend.upload_image(bgcut_photo(160, 120))
-    too_many = [{"variant_name": f"v{i}", "quality": "low"} for i in range(60)]
+    dear = [{"variant_name": f"v{i}", "quality": "low", "autocrop": True} for i in range(20)]
+    backend.process_image(up.unique_filename, dear)  # 30 of the 50 credits
     with pytest.raises(InsufficientCreditsError) as broke:
-        backend.process_image(up.unique_filename, too_many)
+        backend.process_image(up.unique_filename, dear)
     offline = RemoteBackend(KEY, "http://127.0.0.1:9", retry=RetryPolicy(retries=1, backoff=0.01))
     with pytest.raises(APIConnectionError) as refused:
         offline.upload_image(b"x")
@@ -174,15 +175,9 @@ def test_concurrent_calls_beyond_the_credits_never_run(tmp_path, bgcut_photo):
         statuses = sorted(a.status_code for a in answers)
         assert statuses == [200] * 10 + [402] * 20, statuses
         assert s.credits(KEY) == 0.0
-        assert len(s.app.state.service.ledger.charges(_hash(KEY))) == 10
+        assert len(s.app.state.service.ledger.charges(s.app.state.service.key_hash(KEY))) == 10
     renders = list((tmp_path / "engine" / "uploads").glob("*/outputs/*/*.png"))
     assert len(renders) == 10  # the 20 unpaid calls rendered nothing
-
-
-def _hash(key: str) -> str:
-    from bgcut_nb.server.keys import key_hash
-
-    return key_hash(key)
 
 
 def test_a_full_engine_queue_answers_429_with_retry_after(tmp_path, bgcut_engine, bgcut_photo):
@@ -210,13 +205,14 @@ def test_a_full_engine_queue_answers_429_with_retry_after(tmp_path, bgcut_engine
 def test_a_call_whose_work_fails_is_refunded(server, bgcut_photo, bgcut_engine):
     """Item 1: credits are reserved before the work and given back when it fails."""
     name = _upload(server, bgcut_photo(160, 120))
-    local = server.app.state.service.ledger.find_upload(name, _hash(KEY))
+    service = server.app.state.service
+    local = service.ledger.find_upload(name, service.key_hash(KEY))
     for path in (bgcut_engine.storage_dir / "uploads" / local).glob("input.*"):
         path.unlink()  # the stored image is lost (a full disk, a sweep racing the call)
     answer = _post_process(server, name, [{"variant_name": "a", "quality": "low"}])()
     assert answer.status_code == 404, answer.text
     assert server.credits(KEY) == 50.0
-    assert server.stats["refunds"] == 1 and not server.app.state.service.ledger.charges(_hash(KEY))
+    assert server.stats["refunds"] == 1 and not service.ledger.charges(service.key_hash(KEY))
 
 
 def test_expired_uploads_are_swept_on_a_timer(tmp_path, bgcut_photo):

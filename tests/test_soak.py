@@ -12,7 +12,6 @@ from notebook_support import local_backend
 from bgcut_nb import APIError
 from bgcut_nb.backends.remote import APIConnectionError, RemoteBackend, RetryPolicy
 from bgcut_nb.server.faults import FaultSpec
-from bgcut_nb.server.keys import key_hash
 from bgcut_nb.server.testing import ServerThread
 
 KEY = "soak-key-0b7e"
@@ -60,7 +59,7 @@ def test_soak_under_faults(tmp_path, bgcut_photo):
         with ThreadPoolExecutor(8) as pool:
             outcomes = list(pool.map(one, photos))
         service = server.app.state.service
-        charges = service.ledger.charges(key_hash(KEY))
+        charges = service.ledger.charges(service.key_hash(KEY))
         balance = server.credits(KEY)
         backend.close()
     statuses = set(outcomes)

@@ -45,7 +45,7 @@ __all__ = ["LocalBackend", "safe_filename"]
 
 log = logging.getLogger(__name__)
 
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\Z")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _CHUNK = 1 << 16
 #: Images are matted at no fewer pixels than this (small images: always at full size).

@@ -62,7 +62,7 @@ from ..contract.errors import (
     error_for_status,
 )
 from ..contract.pricing import DEFAULT_COSTS, CostTable
-from ..contract.variants import Variant, parse_variants
+from ..contract.variants import Variant, check_text, parse_variants
 from ..contract.wire import (
     IDEMPOTENCY_HEADER,
     IDEMPOTENCY_SUPPORT_HEADER,
@@ -283,6 +283,7 @@ class RemoteBackend(Backend):
         parsed = parse_variants(variants)
         if not isinstance(unique_filename, str) or not unique_filename:
             raise BadRequestError("unique_filename must be a non-empty string")
+        check_text(unique_filename, "unique_filename")
         payload = {
             "unique_filename": unique_filename,
             "output_variants": [v.to_dict() for v in parsed],

@@ -24,18 +24,46 @@ __all__ = [
     "FORMATS",
     "QUALITIES",
     "DEFAULT_MAX_RESOLUTION",
+    "MAX_VARIANTS_PER_CALL",
     "SPEC_EXAMPLE_VARIANTS",
+    "check_text",
 ]
 
 FORMATS: tuple[str, ...] = ("png", "jpg", "webp")
 QUALITIES: tuple[str, ...] = ("high", "medium", "low")
 DEFAULT_MAX_RESOLUTION = 12_000_000
 DEFAULT_OUTPUT_COMPRESSION = 85
+#: Most ``output_variants`` one process-image call may ask for (the spec names no limit; each
+#: variant is a stored file, so the server bounds them per call).
+MAX_VARIANTS_PER_CALL = 20
 
 Format = Literal["png", "jpg", "webp"]
 Quality = Literal["high", "medium", "low"]
 
-_HEX = re.compile(r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
+_HEX = re.compile(r"#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})")  # used with fullmatch
+
+
+def check_text(value: str, what: str) -> str:
+    """``value`` if it can be written as UTF-8 (JSON, SQLite, file names), else a 400 naming
+    ``what``: a lone surrogate such as ``"\\ud800"`` would fail only after the work."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequestError(
+            f"{what} must be valid UTF-8 text, got {ascii(value)} (a lone surrogate)"
+        ) from None
+    return value
+
+
+def _shown(name: object) -> str:
+    """A variant name as error messages quote it (escaped when not UTF-8 text)."""
+    if isinstance(name, str):
+        try:
+            name.encode("utf-8")
+            return name
+        except UnicodeEncodeError:
+            pass
+    return ascii(name)
 
 
 def _closest(word: object, options: Iterable[str]) -> str | None:
@@ -80,6 +108,11 @@ class Variant:
         name = self.variant_name
         if not isinstance(name, str) or not name.strip():
             raise BadRequestError("variant_name is required and must be a non-empty string")
+        check_text(name, "variant_name")
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, str):
+                check_text(value, f"Variant '{name}': {field.name}")
         if not _is_int(self.max_resolution) or self.max_resolution <= 0:
             raise BadRequestError(
                 f"Variant '{name}': max_resolution must be a positive integer, "
@@ -97,7 +130,7 @@ class Variant:
             )
         color = self.background_color
         if color is not None:
-            if not isinstance(color, str) or not _HEX.match(color):
+            if not isinstance(color, str) or not _HEX.fullmatch(color):
                 raise BadRequestError(
                     f"Variant '{name}': background_color must be a hex string like '#ffffff', "
                     f"got {color!r}"
@@ -126,7 +159,8 @@ class Variant:
         if unknown:
             hint = did_you_mean(unknown, sorted(known))
             raise BadRequestError(
-                f"Variant '{data.get('variant_name', '?')}': unknown field(s) {unknown}{hint}"
+                f"Variant '{_shown(data.get('variant_name', '?'))}': "
+                f"unknown field(s) {unknown}{hint}"
             )
         if data.get("variant_name") is None:
             raise BadRequestError("variant_name is required for every output variant")
@@ -172,12 +206,19 @@ VariantsLike = Iterable[Variant | Mapping[str, Any]] | Variant | Mapping[str, An
 
 
 def parse_variants(variants: VariantsLike) -> list[Variant]:
-    """Validate a request's ``output_variants``: a non-empty list with unique names."""
+    """Validate a request's ``output_variants``: a non-empty list of at most
+    :data:`MAX_VARIANTS_PER_CALL` variants with unique names."""
     if isinstance(variants, (Variant, Mapping)):
         variants = [variants]
     if isinstance(variants, (str, bytes)) or not isinstance(variants, Iterable):
         raise BadRequestError("output_variants must be a list of variant objects")
-    parsed = [Variant.from_dict(v) for v in variants]
+    items = list(variants)
+    if len(items) > MAX_VARIANTS_PER_CALL:
+        raise BadRequestError(
+            f"Too many output_variants: at most {MAX_VARIANTS_PER_CALL} variants per call, "
+            f"got {len(items)}; split them over several calls (the upload is reused)"
+        )
+    parsed = [Variant.from_dict(v) for v in items]
     if not parsed:
         raise BadRequestError("output_variants must contain at least one variant")
     seen: set[str] = set()

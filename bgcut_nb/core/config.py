@@ -5,6 +5,7 @@ Every setting has an argument and an environment variable; an explicit argument 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from collections.abc import Sequence
@@ -35,6 +36,17 @@ ENV_REQUESTS_PER_MINUTE = "BGCUT_REQUESTS_PER_MINUTE"
 DEFAULT_API_BASE = "https://api.backgroundcut.co"
 
 
+#: Salt of :attr:`ApiKey.fingerprint`'s scrypt (16 MiB, tens of ms per try): a fingerprint in a
+#: cache file, a repr or a log cannot be matched against guessed weak keys at hash speed.
+_FINGERPRINT_SALT = b"bgcut-nb key fingerprint v2"
+
+
+@functools.lru_cache(maxsize=32)  # in memory only, where the key already is
+def _fingerprint(value: str) -> str:
+    secret = value.encode("utf-8", "surrogatepass")
+    return hashlib.scrypt(secret, salt=_FINGERPRINT_SALT, n=2**14, r=8, p=1, dklen=8).hex()
+
+
 class ApiKey:
     """An API key that never shows itself: not in repr, str, logs, pickles or exceptions."""
 
@@ -53,8 +65,9 @@ class ApiKey:
 
     @property
     def fingerprint(self) -> str:
-        """A short one-way fingerprint that tells keys apart without revealing them."""
-        return hashlib.sha256(b"bgcut-nb:" + self._value.encode()).hexdigest()[:16]
+        """A short one-way fingerprint that tells keys apart without revealing them (a slow,
+        salted scrypt, computed once per key and process; stable, so cache keys hold)."""
+        return _fingerprint(self._value)
 
     def __repr__(self) -> str:
         return f"ApiKey(fingerprint={self.fingerprint!r})"

@@ -30,7 +30,7 @@ from starlette.requests import ClientDisconnect
 from ..contract.backend import Backend
 from ..contract.errors import APIError, BadRequestError, PayloadTooLargeError, RateLimitError
 from ..contract.pricing import DEFAULT_COSTS, CostTable
-from ..contract.variants import parse_variants
+from ..contract.variants import check_text, parse_variants
 from ..contract.wire import (
     IDEMPOTENCY_HEADER,
     IDEMPOTENCY_SUPPORT_HEADER,
@@ -39,6 +39,7 @@ from ..contract.wire import (
 )
 from ..core.config import resolve_server_dir
 from ..core.version import __version__
+from .keys import load_key_secret
 from .ledger import Ledger
 from .logs import install_redaction
 from .schemas import ErrorResponse, ProcessRequest, ProcessResponse, UploadResponse
@@ -60,7 +61,8 @@ _STATUS_TEXT = {
     402: "Insufficient credits",
     404: "Image not found: unique_filename does not exist, has expired or belongs to another key",
     408: "The request body stalled (no data for the body timeout); the upload was dropped",
-    413: "Upload larger than the size limit (12 MB), or over the key's storage quota",
+    413: "Upload larger than the size limit (12 MB), or the key's storage quota (uploads and "
+    "their outputs) is full",
     429: "Rate limit, upload quota or engine queue full; retry after Retry-After seconds",
 }
 
@@ -196,7 +198,14 @@ def create_app(
     ledger = Ledger(Path(db_path) if db_path else storage / "server.sqlite3")
     counts = stats if stats is not None else Counter()
     service = V3Service(
-        backend, ledger, api_keys, options, costs=costs, reset_credits=reset_credits, stats=counts
+        backend,
+        ledger,
+        api_keys,
+        options,
+        costs=costs,
+        reset_credits=reset_credits,
+        stats=counts,
+        key_secret=load_key_secret(storage),
     )
 
     app = FastAPI(
@@ -262,7 +271,7 @@ def create_app(
         PROCESS_PATH,
         summary="Render any number of output variants of an uploaded image",
         responses=_responses(
-            {"model": ProcessResponse, "description": "Processed"}, 400, 401, 402, 404, 429
+            {"model": ProcessResponse, "description": "Processed"}, 400, 401, 402, 404, 413, 429
         ),
         openapi_extra=_PROCESS_BODY,
     )
@@ -328,6 +337,7 @@ def _parse_process_body(raw: bytes) -> tuple[str, list]:
     unique_filename = payload.get("unique_filename")
     if not isinstance(unique_filename, str) or not unique_filename:
         raise BadRequestError("unique_filename is required and must be a non-empty string")
+    check_text(unique_filename, "unique_filename")
     variants = payload.get("output_variants")
     if not isinstance(variants, list):
         raise BadRequestError("output_variants is required and must be a list of variants")
@@ -344,7 +354,9 @@ def _stalled(timeout: float) -> APIError:
 
 
 def _error(status: int, detail: object, headers: Mapping[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"detail": str(detail)}, status_code=status, headers=headers)
+    # a detail quoting client text that is not UTF-8 must not turn the answer into a 500
+    text = str(detail).encode("utf-8", "backslashreplace").decode("utf-8")
+    return JSONResponse({"detail": text}, status_code=status, headers=headers)
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -7,7 +7,8 @@ request's ``Idempotency-Key``) as ``reserved``; the work runs only after that, a
 be paid never runs, one call is never charged twice, and a failed call costs nothing (calls
 still reserved when the server stopped are refunded when it starts again).
 
-Uploads are journalled with their size and time for the per-key quotas.
+Uploads are journalled with their size and time, and each rendered output with its size, for
+the per-key quotas: a key's stored bytes are its live uploads plus their outputs.
 """
 
 from __future__ import annotations
@@ -61,6 +62,17 @@ CREATE TABLE IF NOT EXISTS charges (
 CREATE INDEX IF NOT EXISTS uploads_expires ON uploads (expires);
 CREATE INDEX IF NOT EXISTS uploads_key ON uploads (key_hash, created);
 CREATE INDEX IF NOT EXISTS files_expires ON files (expires);
+CREATE TABLE IF NOT EXISTS outputs (url TEXT PRIMARY KEY, unique_filename TEXT NOT NULL,
+                                    size INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS outputs_upload ON outputs (unique_filename);
+"""
+#: Bytes a key holds: its live uploads and the outputs rendered from them.
+_STORED_BYTES = """
+SELECT COALESCE(SUM(u.size), 0)
+     + COALESCE((SELECT SUM(o.size) FROM outputs o JOIN uploads l
+                 ON o.unique_filename = l.unique_filename
+                 WHERE l.key_hash = ? AND l.expires > ?), 0)
+FROM uploads u WHERE u.key_hash = ? AND u.expires > ?
 """
 
 
@@ -138,6 +150,23 @@ class Ledger:
             else:
                 db.execute("INSERT OR IGNORE INTO accounts VALUES (?, ?)", (key_hash, credits))
 
+    def rekey(self, old_hash: str, new_hash: str) -> bool:
+        """Move an account with its uploads and charges from ``old_hash`` to ``new_hash`` (a
+        database made with unkeyed hashes); ``False`` when there is nothing to move or the new
+        hash already has an account (that one is kept as it is)."""
+        with self._transaction() as db:
+            have = {
+                row[0]
+                for row in db.execute(
+                    "SELECT key_hash FROM accounts WHERE key_hash IN (?, ?)", (old_hash, new_hash)
+                )
+            }
+            if have != {old_hash}:
+                return False
+            for table in ("accounts", "uploads", "charges"):
+                db.execute(f"UPDATE {table} SET key_hash=? WHERE key_hash=?", (new_hash, old_hash))
+        return True
+
     def balance(self, key_hash: str) -> float | None:
         """Credits left for a key, ``None`` for an unknown key."""
         with self._connect() as db:
@@ -160,8 +189,9 @@ class Ledger:
         max_bytes: int = 0,
     ) -> None:
         """Journal an upload; :class:`QuotaExceeded` (and nothing stored) when it would take
-        the key past ``max_per_hour`` uploads in the last hour or ``max_bytes`` of live uploads
-        (0: no limit). ``local_name`` may be filled in later with :meth:`set_local_name`."""
+        the key past ``max_per_hour`` uploads in the last hour or ``max_bytes`` stored (live
+        uploads and their outputs; 0: no limit). ``local_name`` may be filled in later with
+        :meth:`set_local_name`."""
         now = time.time()
         with self._transaction() as db:
             if max_per_hour > 0:
@@ -173,10 +203,7 @@ class Ledger:
                     retry_after = max(1.0, recent[1] + QUOTA_WINDOW - now)
                     raise QuotaExceeded("uploads", max_per_hour, retry_after)
             if max_bytes > 0:
-                stored = db.execute(
-                    "SELECT COALESCE(SUM(size), 0) FROM uploads WHERE key_hash=? AND expires>?",
-                    (key_hash, now),
-                ).fetchone()[0]
+                stored = db.execute(_STORED_BYTES, (key_hash, now, key_hash, now)).fetchone()[0]
                 if stored + size > max_bytes:
                     raise QuotaExceeded("bytes", max_bytes)
             db.execute(
@@ -203,13 +230,18 @@ class Ledger:
             )
 
     def stored_bytes(self, key_hash: str) -> int:
-        """Bytes of this key's live uploads."""
+        """Bytes of this key's live uploads and of the outputs rendered from them."""
+        now = time.time()
         with self._connect() as db:
-            return int(
-                db.execute(
-                    "SELECT COALESCE(SUM(size), 0) FROM uploads WHERE key_hash=? AND expires>?",
-                    (key_hash, time.time()),
-                ).fetchone()[0]
+            return int(db.execute(_STORED_BYTES, (key_hash, now, key_hash, now)).fetchone()[0])
+
+    def add_outputs(self, unique_filename: str, sizes: dict[str, int]) -> None:
+        """Journal the rendered outputs ``{engine URL: bytes}`` of an upload (a file rendered
+        again is counted once); they count for its key until the upload expires."""
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO outputs VALUES (?, ?, ?)",
+                [(url, unique_filename, size) for url, size in sizes.items()],
             )
 
     def find_upload(self, unique_filename: str, key_hash: str) -> str | None:
@@ -252,6 +284,11 @@ class Ledger:
                 )
             ]
             db.execute("UPDATE uploads SET local_name='' WHERE expires<=?", (now,))
+            db.execute(
+                "DELETE FROM outputs WHERE unique_filename NOT IN "
+                "(SELECT unique_filename FROM uploads WHERE expires>?)",
+                (now,),
+            )
             db.execute(
                 "DELETE FROM uploads WHERE expires<=? AND created<=?", (now, now - QUOTA_WINDOW)
             )

@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..contract.variants import MAX_VARIANTS_PER_CALL
+
 __all__ = [
     "OutputVariant",
     "ProcessRequest",
@@ -36,6 +38,8 @@ class OutputVariant(BaseModel):
     quality: Literal["high", "medium", "low"] | None = "high"
     background_color: str | None = Field(
         None,
+        # JSON Schema patterns are ECMA-262: without the m flag '$' is the very end (no
+        # trailing newline); the validating rule is Variant's fullmatch
         pattern=r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$",
         description="Fill colour for the removed background; null for transparent.",
     )
@@ -53,7 +57,11 @@ class ProcessRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     unique_filename: str = Field(min_length=1)
-    output_variants: list[OutputVariant] = Field(min_length=1)
+    output_variants: list[OutputVariant] = Field(
+        min_length=1,
+        max_length=MAX_VARIANTS_PER_CALL,
+        description=f"At most {MAX_VARIANTS_PER_CALL} variants per call.",
+    )
 
 
 class UploadResponse(BaseModel):

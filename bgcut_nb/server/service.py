@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import mimetypes
+import os
 import secrets
 import threading
 import uuid
@@ -25,6 +26,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from urllib.parse import quote, urlparse
+from urllib.request import url2pathname
 
 from ..backends.local import safe_filename
 from ..contract.backend import Backend
@@ -39,7 +41,7 @@ from ..contract.errors import (
 from ..contract.pricing import DEFAULT_COSTS, CostTable
 from ..contract.variants import Variant
 from ..contract.wire import UPLOAD_LIFETIME
-from .keys import key_hash, normalise_keys
+from .keys import key_hash, legacy_key_hash, load_key_secret, normalise_keys
 from .ledger import Ledger, QuotaExceeded
 from .pool import EnginePool
 from .ratelimit import TokenBucketLimiter
@@ -67,7 +69,8 @@ class ServerSettings:
     #: worker); beyond that, process-image is answered 429 with Retry-After.
     workers: int = 0
     queue: int | None = None
-    #: Per-key quotas (0: unlimited): uploads in any hour, and bytes of live (unexpired) uploads.
+    #: Per-key quotas (0: unlimited): uploads in any hour, and bytes of live (unexpired) uploads
+    #: with the outputs rendered from them.
     uploads_per_hour: int = 1000
     storage_bytes: int = 1024 * 1024 * 1024
     #: Seconds between sweeps of expired uploads, outputs and file tokens (0: no sweeper).
@@ -89,6 +92,7 @@ class V3Service:
         costs: CostTable = DEFAULT_COSTS,
         reset_credits: bool = False,
         stats: Counter | None = None,
+        key_secret: bytes | None = None,
     ) -> None:
         self.backend = backend
         self.ledger = ledger
@@ -96,7 +100,12 @@ class V3Service:
         self.costs = costs
         #: ``engine_calls`` (work started), ``refunds``, ``busy`` (429: pool full), ``swept``.
         self.stats: Counter = stats if stats is not None else Counter()
-        self._keys = normalise_keys(api_keys)
+        # key hashes are HMACs under this server's secret (default: beside the database)
+        self._key_secret = key_secret or load_key_secret(ledger.path.parent)
+        self._keys = normalise_keys(api_keys, self._key_secret)
+        for key in api_keys:  # a database made with the old unkeyed hashes keeps its balances
+            if ledger.rekey(legacy_key_hash(key), self.key_hash(key)):
+                log.info("migrated key %s to a keyed hash", self.key_hash(key)[:16])
         for hashed, credits in self._keys.items():
             ledger.provision(hashed, credits, reset=reset_credits)
         refunded = ledger.refund_reserved()  # calls cut short by a stop are not paid for
@@ -133,7 +142,7 @@ class V3Service:
         scheme, _, token = authorization.strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise AuthenticationError("Authorization header must be 'Bearer YOUR_API_KEY'")
-        hashed = key_hash(token)
+        hashed = self.key_hash(token)
         if hashed not in self._keys:
             raise AuthenticationError("Invalid API key")
         return hashed
@@ -147,9 +156,13 @@ class V3Service:
                 f"Rate limit exceeded: retry after {retry_after} s", retry_after=retry_after
             )
 
+    def key_hash(self, api_key: str) -> str:
+        """What the database and the logs hold for a key: its HMAC under this server's secret."""
+        return key_hash(api_key, self._key_secret)
+
     def credits(self, api_key: str) -> float | None:
         """Credits left for a key (``None`` if unknown)."""
-        return self.ledger.balance(key_hash(api_key))
+        return self.ledger.balance(self.key_hash(api_key))
 
     # -- the two endpoints --------------------------------------------------------------------
 
@@ -183,7 +196,7 @@ class V3Service:
             self.ledger.void_upload(unique_filename)
             raise
         self.ledger.set_local_name(unique_filename, local.unique_filename)
-        log.info("upload key=%s unique_filename=%s", hashed[:16], unique_filename)
+        log.info("upload key_id=%s unique_filename=%s", hashed[:16], unique_filename)
         return {"unique_filename": unique_filename}
 
     def _quota_error(self, exc: QuotaExceeded, hashed: str) -> Exception:
@@ -195,7 +208,8 @@ class V3Service:
                 retry_after=wait,
             )
         return PayloadTooLargeError(
-            f"Storage quota exceeded: this key's unexpired uploads may hold at most "
+            f"Storage quota exceeded: this key's unexpired uploads and their outputs may hold "
+            f"at most "
             f"{_mb(int(exc.limit))} ({_mb(self.ledger.stored_bytes(hashed))} stored now); "
             f"uploads expire {self.settings.upload_ttl:g} s after they were made"
         )
@@ -220,7 +234,7 @@ class V3Service:
                     raise BadRequestError(
                         "Idempotency-Key was already used for a different request"
                     )
-                log.info("process key=%s replayed (no charge)", hashed[:16])
+                log.info("process key_id=%s replayed (no charge)", hashed[:16])
                 result = prior.result
             else:
                 result = self._process_and_charge(
@@ -240,6 +254,9 @@ class V3Service:
         if local_name is None:
             raise NotFoundError()
         cost = self.costs.process_cost(variants)
+        room = self.settings.storage_bytes
+        if room > 0 and self.ledger.stored_bytes(hashed) >= room:  # full: refused unpaid
+            raise self._quota_error(QuotaExceeded("bytes", room), hashed)
         if self.pool.admitted >= self.pool.capacity:
             self.stats["busy"] += 1  # counted here; slot() below refuses it with Retry-After
         with self.pool.slot() as run:  # full: ServerBusyError (429), nothing reserved
@@ -258,11 +275,26 @@ class V3Service:
                 self.stats["refunds"] += 1
                 raise
             self.ledger.settle(reservation, result)
-        log.info("process key=%s variants=%d charged=%g", hashed[:16], len(variants), cost)
+        try:
+            self.ledger.add_outputs(unique_filename, self._output_sizes(result))
+        except Exception:  # delivered and paid: a failed count must not fail the call
+            log.warning("could not count the outputs of a call", exc_info=True)
+        log.info("process key_id=%s variants=%d charged=%g", hashed[:16], len(variants), cost)
         return result
 
     def _render(self, local_name: str, variants: list[Variant]) -> dict[str, object]:
         return self.backend.process_image(local_name, variants).to_json()
+
+    def _output_sizes(self, result: dict) -> dict[str, int]:
+        """``{engine URL: bytes}`` of a call's outputs (files: their size on disk)."""
+        sizes = {}
+        for url in set(result["output_urls"].values()):
+            parsed = urlparse(url)
+            if parsed.scheme == "file":
+                sizes[url] = os.path.getsize(url2pathname(parsed.path))
+            else:
+                sizes[url] = sum(len(chunk) for chunk in self.backend.iter_fetch(url))
+        return sizes
 
     # -- files --------------------------------------------------------------------------------
 
