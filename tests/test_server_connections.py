@@ -261,3 +261,17 @@ def test_open_connections_per_address_are_capped(tmp_path):
         assert _get(server.port, "127.0.0.2").startswith(b"HTTP/1.1 200")  # a slot is free
         for sock in held + proxy:
             sock.close()
+
+
+def test_connections_beyond_the_total_cap_are_closed_at_once(tmp_path):
+    with _server(tmp_path, max_connections=5) as server:
+        held = [_connect(server.port, f"127.0.0.{2 + i}") for i in range(5)]
+        time.sleep(0.2)
+        with _connect(server.port, "127.0.0.9") as extra:
+            closed, data = _read_until_closed(extra, 2.0)
+            assert closed is not None and closed < 1.0 and data == b""
+        held.pop().close()
+        time.sleep(0.2)
+        assert _get(server.port, "127.0.0.9").startswith(b"HTTP/1.1 200")
+        for sock in held:
+            sock.close()
