@@ -1,7 +1,8 @@
 """Connection-level limits (issue 20 item 2): idle, half-sent and trickled connections cannot
 lock anyone out. Raw sockets against the project's own server on 127.0.0.1, started by the
 test: ``bgcut-nb serve`` with its defaults, or a :class:`ServerThread` with short deadlines so
-the tests stay fast. The simulated backend does no segmentation work, so no model is needed."""
+the tests stay fast. The simulated backend does no segmentation work, so no model is needed.
+Clients that stand for other addresses bind 127.0.0.2-9 (Linux routes all of 127/8 to loopback)."""
 
 from __future__ import annotations
 
