@@ -103,7 +103,8 @@ def _protocol_class(limits: ConnectionLimits) -> type[H11Protocol]:
     )
 
 
-def _raw_response(status: int, reason: str, detail: str, retry_after: int | None = None) -> bytes:
+def _raw_response(status: int, reason: str, detail: str) -> bytes:
+    """A complete JSON error answer that closes the connection, written past uvicorn."""
     body = json.dumps({"detail": detail}).encode()
     head = [
         f"HTTP/1.1 {status} {reason}",
@@ -111,8 +112,6 @@ def _raw_response(status: int, reason: str, detail: str, retry_after: int | None
         f"content-length: {len(body)}",
         "connection: close",
     ]
-    if retry_after is not None:
-        head.append(f"retry-after: {retry_after}")
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
