@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import threading
+from typing import TYPE_CHECKING
 
 from ..contract.wire import UPLOAD_LIFETIME
+
+if TYPE_CHECKING:
+    from ..server.connections import ConnectionLimits
 
 HELP = "serve the BackgroundCut v3 API over the local engine (needs the 'server' extra)"
 
@@ -59,10 +64,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     store.add_argument("--uploads-per-hour", type=int, default=1000, help="per key (0: off)")
     store.add_argument("--storage-quota-mb", type=float, default=1024.0, help="per key (0: off)")
     store.add_argument("--sweep-interval", type=float, default=60.0, help="seconds (0: off)")
-    store.add_argument("--body-timeout", type=float, default=15.0, help="stalled body, seconds")
     store.add_argument(
-        "--limit-concurrency", type=int, default=256, help="open connections at most (then 503)"
+        "--body-timeout",
+        type=float,
+        default=15.0,
+        help="stalled body, seconds; also the whole body's deadline before --min-body-rate",
     )
+    _add_connection_arguments(parser)
     faults = parser.add_argument_group("fault injection (drills and benchmarks)")
     faults.add_argument("--fault-rate", type=float, default=0.0, help="share of requests, 0..1")
     faults.add_argument(
@@ -93,6 +101,72 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sim.add_argument("--plan-burst", type=int, help="plan bucket depth (default: 1 s worth)")
 
 
+def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of :class:`~bgcut_nb.server.connections.ConnectionLimits` (same defaults)."""
+    conn = parser.add_argument_group("connections (see the README before exposing the server)")
+    conn.add_argument(
+        "--head-timeout",
+        type=float,
+        default=10.0,
+        help="seconds from connecting (or a kept-alive request's first byte) to the end of the "
+        "headers (default: %(default)s)",
+    )
+    conn.add_argument(
+        "--keep-alive",
+        type=float,
+        default=5.0,
+        help="idle seconds before a kept-alive connection is closed (default: %(default)s)",
+    )
+    conn.add_argument(
+        "--min-body-rate",
+        type=float,
+        default=50.0,
+        help="kB/s a body must keep up: its deadline is --body-timeout + size / rate "
+        "(default: %(default)s)",
+    )
+    conn.add_argument(
+        "--max-connections-per-ip",
+        type=int,
+        default=32,
+        help="open connections per client address, then 429 (0: no cap; default: %(default)s)",
+    )
+    conn.add_argument(
+        "--max-connections",
+        type=int,
+        default=1000,
+        help="open connections in all; new ones beyond are closed (default: %(default)s)",
+    )
+    conn.add_argument(
+        "--limit-concurrency",
+        type=int,
+        default=256,
+        help="requests handled at once, then 503; idle connections do not count "
+        "(default: %(default)s)",
+    )
+    conn.add_argument(
+        "--forwarded-allow-ips",
+        default=os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1"),
+        help="trusted proxies (comma-separated addresses or networks, '*': any): their "
+        "X-Forwarded-For is believed and their connections are not capped per address "
+        "(default: $FORWARDED_ALLOW_IPS or %(default)s)",
+    )
+
+
+def _connection_limits(args: argparse.Namespace) -> ConnectionLimits:
+    from ..server.connections import ConnectionLimits
+
+    return ConnectionLimits(
+        head_timeout=args.head_timeout,
+        keep_alive=args.keep_alive,
+        body_timeout=args.body_timeout,
+        min_body_rate=args.min_body_rate * 1000,
+        max_connections_per_ip=args.max_connections_per_ip,
+        max_connections=args.max_connections,
+        limit_concurrency=args.limit_concurrency,
+        forwarded_allow_ips=args.forwarded_allow_ips,
+    )
+
+
 def _api_keys(args: argparse.Namespace) -> dict[str, float]:
     from ..server.keys import load_keys_file
 
@@ -109,6 +183,7 @@ def run(args: argparse.Namespace) -> int:
         import uvicorn
 
         from ..server import create_app
+        from ..server.connections import uvicorn_config
         from ..server.faults import FaultProxy, FaultSpec
         from ..server.logs import log_config
         from ..server.simulator import SIMULATED_WORKERS, SimulatedBackend, SimulatorSpec, install
@@ -176,30 +251,24 @@ def run(args: argparse.Namespace) -> int:
     if simulate is not None:
         install(app, simulate)
         print(f"bgcut-nb serve: simulating {simulate}", file=sys.stderr)
-    limits = {"limit_concurrency": args.limit_concurrency, "timeout_keep_alive": 5}
+    limits = _connection_limits(args)
     print(
         f"bgcut-nb serve: {len(keys)} key(s); point clients at "
         f"BGCUT_API_BASE=http://{args.host}:{args.port}",
         file=sys.stderr,
     )
     if faults is None:
-        uvicorn.run(
-            app,
-            host=args.host,
-            port=args.port,
-            log_level="info",
-            log_config=log_config(),
-            **limits,
+        config = uvicorn_config(
+            app, limits, host=args.host, port=args.port, log_level="info", log_config=log_config()
         )
+        uvicorn.Server(config).run()
         return 0
     # Faults: the server listens on a private loopback port, the proxy on --port.
     import socket
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_level="info", log_config=log_config(), **limits)
-    )
+    server = uvicorn.Server(uvicorn_config(app, limits, log_level="info", log_config=log_config()))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     print(f"bgcut-nb serve: injecting faults {faults}", file=sys.stderr)

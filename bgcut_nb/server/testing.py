@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..contract.backend import Backend
+from .connections import ConnectionLimits
 from .faults import FaultProxy, FaultSpec
 from .simulator import SIMULATED_WORKERS, SimulatedBackend, SimulatorSpec, install
 
@@ -43,7 +44,8 @@ class ServerThread:
     ...). With ``faults``, ``base_url`` points at a :class:`FaultProxy` in front of the server.
     With ``simulate``, the backend is a :class:`~bgcut_nb.server.simulator.SimulatedBackend`
     (no segmentation work) behind the spec's plan limit and latency, and the server's own
-    per-second limiter is off unless ``rate_limit`` is given.
+    per-second limiter is off unless ``rate_limit`` is given. ``limits`` are the connection
+    deadlines and caps, as ``bgcut-nb serve`` applies them (default: its defaults).
     """
 
     def __init__(
@@ -54,6 +56,7 @@ class ServerThread:
         backend: Backend | None = None,
         faults: FaultSpec | None = None,
         simulate: SimulatorSpec | None = None,
+        limits: ConnectionLimits | None = None,
         **options: Any,
     ) -> None:
         self.api_keys = dict(api_keys if api_keys is not None else {"test-key": 100.0})
@@ -70,6 +73,7 @@ class ServerThread:
                 ttl = options.get("upload_ttl")
                 self._backend = SimulatedBackend(simulate, **({"upload_ttl": ttl} if ttl else {}))
         self._options = options
+        self.limits = limits or ConnectionLimits()
         self.proxy: FaultProxy | None = None
         self._server: Any = None
         self._thread: threading.Thread | None = None
@@ -103,6 +107,7 @@ class ServerThread:
         import uvicorn
 
         from .app import create_app
+        from .connections import uvicorn_config
 
         self.app = create_app(
             self._backend,
@@ -117,7 +122,9 @@ class ServerThread:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self.app, log_level="warning", lifespan="off", access_log=False)
+        config = uvicorn_config(
+            self.app, self.limits, log_level="warning", lifespan="off", access_log=False
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [sock]}, name="bgcut-server", daemon=True
