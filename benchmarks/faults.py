@@ -94,8 +94,13 @@ class DrillReport:
             ("wrong or failed outputs", len(self.failures)),
             ("result", "PASS" if self.ok else "FAIL"),
         ]
-        width = max(len(str(k)) for k, _ in rows)
-        return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+        return _aligned(rows)
+
+
+def _aligned(rows: list[tuple[object, object]]) -> str:
+    """``name  value`` lines, the values in one column."""
+    width = max(len(str(k)) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
 def _check(
@@ -217,8 +222,7 @@ class RerunReport:
             ("wall time, s", f"{self.wall_s:.1f}"),
             ("result", "PASS" if self.ok else "FAIL"),
         ]
-        width = max(len(str(k)) for k, _ in rows)
-        return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+        return _aligned(rows)
 
 
 def run_rerun_drill(
@@ -228,17 +232,19 @@ def run_rerun_drill(
     seed: int | None = 7,
     workers: int = 4,
     max_runs: int = 12,
+    retries: int = 1,
     size: tuple[int, int] = (96, 72),
     backend=None,
     storage_dir: str | Path | None = None,
 ) -> RerunReport:
     """Batch ``images`` photos through a FaultProxy at ``rate``, re-running the batch (same
     cache, same output folder) until every row is done or ``max_runs`` runs; counts the
-    credits the server's ledger took against the outputs delivered."""
+    credits the server's ledger took against the outputs delivered. Few ``retries`` per
+    request, so that rows fail (answers lost included) and re-runs have work to do."""
     cost = DEFAULT_COSTS.process_cost(VARIANTS)
     start_credits = images * cost * 4 + 10
     spec = FaultSpec(rate=rate, retry_after=1, latency=0.05, seed=seed)
-    policy = RetryPolicy(retries=3, backoff=0.02, backoff_max=0.1)
+    policy = RetryPolicy(retries=retries, backoff=0.02, backoff_max=0.1)
     with tempfile.TemporaryDirectory() as tmp:
         photos = [(i, ball_photo(i, *size)[0]) for i in range(images)]
         with ServerThread(

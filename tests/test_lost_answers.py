@@ -16,10 +16,11 @@ import time
 from pathlib import Path
 
 import pytest
-from notebook_support import LOW_VARIANTS, make_photos
+from notebook_support import LOW_VARIANTS, local_backend, make_photos
 from PIL import Image
 
 from bgcut_nb.backends.remote import RemoteBackend, RetryPolicy
+from bgcut_nb.contract.errors import NotFoundError
 from bgcut_nb.contract.wire import PROCESS_PATH
 from bgcut_nb.notebook.batch import run_batch
 from bgcut_nb.notebook.cache import ReuseCache
@@ -177,3 +178,36 @@ def test_half_faulted_batch_charges_one_credit_per_output_across_reruns(
     assert report.faults["reset-after"] > 0
     assert report.credits_charged == report.outputs_delivered * report.credit_per_output
     assert report.ok
+
+
+def test_a_replay_renders_outputs_the_engine_lost_without_charging(tmp_path):
+    engine_dir = tmp_path / "engine"
+    data = make_photos(tmp_path / "photos", 1)[0].read_bytes()
+    with serve(tmp_path, local_backend(engine_dir)) as server:
+        client = RemoteBackend(KEY, server.base_url, retry=FAST)
+        uploaded = client.upload_image(data)
+        first = client.process_image(uploaded.unique_filename, LOW_VARIANTS)
+        cut = client.fetch(first.output_urls["cut"])
+        # the engine's output files are lost while the upload lives
+        lost = [p for p in engine_dir.rglob("*") if p.is_file() and p.suffix in (".png", ".jpg")]
+        outputs = [p for p in lost if p.read_bytes() == cut]
+        assert outputs
+        for path in outputs:
+            path.unlink()
+        again = client.process_image(uploaded.unique_filename, LOW_VARIANTS)
+        assert server.credits(KEY) == CREDITS - COST
+        assert client.fetch(again.output_urls["cut"]) == cut  # rendered again, same pixels
+        client.close()
+
+
+def test_a_replay_after_the_upload_expired_is_a_404_not_stale_urls(bgcut_engine, tmp_path):
+    data = make_photos(tmp_path / "photos", 1)[0].read_bytes()
+    with serve(tmp_path, bgcut_engine, upload_ttl=1.0) as server:
+        client = RemoteBackend(KEY, server.base_url, retry=FAST)
+        uploaded = client.upload_image(data)
+        client.process_image(uploaded.unique_filename, LOW_VARIANTS)
+        time.sleep(1.2)
+        with pytest.raises(NotFoundError):
+            client.process_image(uploaded.unique_filename, LOW_VARIANTS)
+        assert server.credits(KEY) == CREDITS - COST
+        client.close()
