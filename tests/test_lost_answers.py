@@ -31,6 +31,8 @@ KEY = "sk-lost-answers-SECRET-51c2"
 CREDITS = 1000.0
 COST = 2.0  # LOW_VARIANTS: two outputs, one credit each
 FAST = RetryPolicy(retries=2, backoff=0.01, backoff_max=0.02)
+#: Images per seed in the 50%-faults drill (on the old client every seed charged some twice).
+IMAGES = 12
 
 pytestmark = pytest.mark.usefixtures("bgcut_isolated_env")
 
@@ -170,11 +172,11 @@ def test_half_faulted_batch_charges_one_credit_per_output_across_reruns(
     bgcut_engine, tmp_path, seed
 ):
     report = drill.run_rerun_drill(
-        8, rate=0.5, seed=seed, workers=4, backend=bgcut_engine, storage_dir=tmp_path / "srv"
+        IMAGES, rate=0.5, seed=seed, workers=4, backend=bgcut_engine, storage_dir=tmp_path / "srv"
     )
     print(report.table())
-    assert report.rows_done == 8, report.table()
-    assert report.outputs_delivered == 16
+    assert report.rows_done == IMAGES, report.table()
+    assert report.outputs_delivered == 2 * IMAGES
     assert report.faults["reset-after"] > 0
     assert report.credits_charged == report.outputs_delivered * report.credit_per_output
     assert report.ok
