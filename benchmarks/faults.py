@@ -134,6 +134,11 @@ def _check(
     return None
 
 
+def _drill_server(credits: float, storage: str | Path, backend, spec: FaultSpec) -> ServerThread:
+    """The server under drill (no rate limit of its own: the proxy brings the weather)."""
+    return ServerThread({KEY: credits}, storage, backend=backend, faults=spec, rate_limit=0)
+
+
 def run_drill(
     images: int = 50,
     *,
@@ -155,12 +160,8 @@ def run_drill(
     spec = FaultSpec(rate=rate, retry_after=retry_after, latency=latency, seed=seed)
     policy = RetryPolicy(retries=8, backoff=0.05, backoff_max=0.5)
     with tempfile.TemporaryDirectory() as tmp:
-        with ServerThread(
-            {KEY: start_credits},
-            storage_dir or Path(tmp) / "server",
-            backend=backend,
-            faults=spec,
-            rate_limit=0,
+        with _drill_server(
+            start_credits, storage_dir or Path(tmp) / "server", backend, spec
         ) as server:
             client = RemoteBackend(KEY, server.base_url, retry=policy)
             started = time.perf_counter()
@@ -247,12 +248,8 @@ def run_rerun_drill(
     policy = RetryPolicy(retries=retries, backoff=0.02, backoff_max=0.1)
     with tempfile.TemporaryDirectory() as tmp:
         photos = [(i, ball_photo(i, *size)[0]) for i in range(images)]
-        with ServerThread(
-            {KEY: start_credits},
-            storage_dir or Path(tmp) / "server",
-            backend=backend,
-            faults=spec,
-            rate_limit=0,
+        with _drill_server(
+            start_credits, storage_dir or Path(tmp) / "server", backend, spec
         ) as server:
             client = RemoteBackend(KEY, server.base_url, retry=policy)
             cache = ReuseCache(Path(tmp) / "cache")
