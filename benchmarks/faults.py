@@ -1,6 +1,7 @@
 """Fault drill: a batch through RemoteBackend while a proxy injects 429s, 503s, resets, latency.
 
     python benchmarks/faults.py [--images 50] [--rate 0.2] [--workers 4] [--seed 7]
+    python benchmarks/faults.py --reruns [--images 20] [--rate 0.5] [--seed 7]
 
 Starts the project's server on 127.0.0.1 over the local engine with a FaultProxy in front,
 uploads and processes every image (two variants each), downloads every output and checks it
@@ -8,6 +9,11 @@ on real pixels (format, size, alpha, the subject's own colour), then checks the 
 ledger: exactly one charge per variant set, and the balance down by exactly that. Prints the
 faults injected, requests the server handled, charges, failures and the wall time; exits 1 if
 any output is wrong or any credit was charged twice.
+
+With ``--reruns``, the images go through the notebook batch (``run_batch`` with a reuse cache)
+instead, re-run until every row is done, as a user would after a failed run: it prints the
+runs needed, the credits charged and the outputs delivered across all runs (they must match:
+a lost answer is replayed on the re-run, never charged again).
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ sys.path.insert(0, str(ROOT))
 
 from bgcut_nb.backends.remote import RemoteBackend, RetryPolicy  # noqa: E402
 from bgcut_nb.contract.pricing import DEFAULT_COSTS  # noqa: E402
+from bgcut_nb.notebook.batch import run_batch  # noqa: E402
+from bgcut_nb.notebook.cache import ReuseCache  # noqa: E402
 from bgcut_nb.server.faults import FaultSpec  # noqa: E402
 from bgcut_nb.server.testing import ServerThread  # noqa: E402
 
@@ -85,8 +93,13 @@ class DrillReport:
             ("wrong or failed outputs", len(self.failures)),
             ("result", "PASS" if self.ok else "FAIL"),
         ]
-        width = max(len(str(k)) for k, _ in rows)
-        return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+        return _aligned(rows)
+
+
+def _aligned(rows: list[tuple[object, object]]) -> str:
+    """``name  value`` lines, the values in one column."""
+    width = max(len(str(k)) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
 def _check(
@@ -120,6 +133,11 @@ def _check(
     return None
 
 
+def _drill_server(credits: float, storage: str | Path, backend, spec: FaultSpec) -> ServerThread:
+    """The server under drill (no rate limit of its own: the proxy brings the weather)."""
+    return ServerThread({KEY: credits}, storage, backend=backend, faults=spec, rate_limit=0)
+
+
 def run_drill(
     images: int = 50,
     *,
@@ -141,12 +159,8 @@ def run_drill(
     spec = FaultSpec(rate=rate, retry_after=retry_after, latency=latency, seed=seed)
     policy = RetryPolicy(retries=8, backoff=0.05, backoff_max=0.5)
     with tempfile.TemporaryDirectory() as tmp:
-        with ServerThread(
-            {KEY: start_credits},
-            storage_dir or Path(tmp) / "server",
-            backend=backend,
-            faults=spec,
-            rate_limit=0,
+        with _drill_server(
+            start_credits, storage_dir or Path(tmp) / "server", backend, spec
         ) as server:
             client = RemoteBackend(KEY, server.base_url, retry=policy)
             started = time.perf_counter()
@@ -177,6 +191,101 @@ def run_drill(
             )
 
 
+@dataclass
+class RerunReport:
+    """A batch at injected faults, re-run until every row is done."""
+
+    images: int
+    runs: int
+    rows_done: int
+    outputs_delivered: int
+    credits_charged: float
+    credit_per_output: float
+    faults: Counter
+    wall_s: float
+
+    @property
+    def ok(self) -> bool:
+        expected = self.outputs_delivered * self.credit_per_output
+        return self.rows_done == self.images and abs(self.credits_charged - expected) < 1e-9
+
+    def table(self) -> str:
+        rows = [
+            ("images", self.images),
+            ("runs until every row was done", self.runs),
+            ("rows done", self.rows_done),
+            *((f"injected {k}", v) for k, v in sorted(self.faults.items())),
+            ("outputs delivered", self.outputs_delivered),
+            ("credits charged", f"{self.credits_charged:g}"),
+            (
+                "credits per output delivered",
+                f"{self.credits_charged / max(1, self.outputs_delivered):g}",
+            ),
+            ("wall time, s", f"{self.wall_s:.1f}"),
+            ("result", "PASS" if self.ok else "FAIL"),
+        ]
+        return _aligned(rows)
+
+
+def run_rerun_drill(
+    images: int = 20,
+    *,
+    rate: float = 0.5,
+    seed: int | None = 7,
+    workers: int = 4,
+    max_runs: int = 12,
+    retries: int = 1,
+    size: tuple[int, int] = (96, 72),
+    backend=None,
+    storage_dir: str | Path | None = None,
+) -> RerunReport:
+    """Batch ``images`` photos through a FaultProxy at ``rate``, re-running the batch (same
+    cache, same output folder) until every row is done or ``max_runs`` runs; counts the
+    credits the server's ledger took against the outputs delivered. Few ``retries`` per
+    request, so that rows fail (answers lost included) and re-runs have work to do."""
+    cost = DEFAULT_COSTS.process_cost(VARIANTS)
+    start_credits = images * cost * 4 + 10
+    spec = FaultSpec(rate=rate, retry_after=1, latency=0.05, seed=seed)
+    policy = RetryPolicy(retries=retries, backoff=0.02, backoff_max=0.1)
+    with tempfile.TemporaryDirectory() as tmp:
+        photos = [(i, ball_photo(i, *size)[0]) for i in range(images)]
+        with _drill_server(
+            start_credits, storage_dir or Path(tmp) / "server", backend, spec
+        ) as server:
+            client = RemoteBackend(KEY, server.base_url, retry=policy)
+            cache = ReuseCache(Path(tmp) / "cache")
+            started = time.perf_counter()
+            done: set[int] = set()
+            runs = 0
+            while len(done) < images and runs < max_runs:
+                runs += 1
+                result = run_batch(
+                    photos,
+                    VARIANTS,
+                    backend=client,
+                    out_dir=Path(tmp) / "out",
+                    cache=cache,
+                    max_workers=workers,
+                    progress=False,
+                )
+                done |= {i for i, row in enumerate(result.rows) if row.status in ("done", "cached")}
+            wall = time.perf_counter() - started
+            client.close()
+            cache.close()
+            outputs = sum(1 for p in (Path(tmp) / "out").rglob("*.*g") if p.is_file())
+            faults = Counter({k: v for k, v in server.proxy.stats.items() if k != "forwarded"})
+            return RerunReport(
+                images=images,
+                runs=runs,
+                rows_done=len(done),
+                outputs_delivered=outputs,
+                credits_charged=start_credits - server.credits(KEY),
+                credit_per_output=cost / len(VARIANTS),
+                faults=faults,
+                wall_s=wall,
+            )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=50)
@@ -184,7 +293,14 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--retry-after", type=int, default=1)
+    parser.add_argument(
+        "--reruns", action="store_true", help="batch with re-runs: credits vs outputs delivered"
+    )
     args = parser.parse_args()
+    if args.reruns:
+        rerun = run_rerun_drill(args.images, rate=args.rate, seed=args.seed, workers=args.workers)
+        print(rerun.table())
+        return 0 if rerun.ok else 1
     report = run_drill(
         args.images,
         rate=args.rate,

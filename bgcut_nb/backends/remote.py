@@ -23,6 +23,15 @@ Retry policy (:class:`RetryPolicy`):
   the repeat is answered from the first call's result without a second charge. Override with
   ``retry_ambiguous_process=True/False``.
 
+Idempotency-Key: the caller may pass one (the notebook batch passes a key it keeps in the reuse
+cache until the answer is recorded); without one it is **derived** from the request
+(:func:`~bgcut_nb.contract.wire.process_idempotency_key`: the API key's fingerprint, the
+``unique_filename`` and the normalised variants in order), never random. So asking again for
+the same variants of the same upload, on a retry or in a later run, is the same request: a
+server that deduplicates answers it from the first call (fresh URLs, no second charge) as
+long as the upload lives. A different upload of the same image, or other variants, is another
+request and is charged.
+
 Rate limit (:class:`~bgcut_nb.backends.throttle.RateLimiter`): ``upload-image`` and
 ``process-image`` are paced at the plan's ``requests_per_minute`` (argument, else
 ``BGCUT_REQUESTS_PER_MINUTE``); without one the pace is learnt from 429 answers and their
@@ -42,7 +51,6 @@ import mimetypes
 import random
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -68,6 +76,7 @@ from ..contract.wire import (
     IDEMPOTENCY_SUPPORT_HEADER,
     PROCESS_PATH,
     UPLOAD_PATH,
+    process_idempotency_key,
 )
 from ..core.config import (
     ApiKey,
@@ -277,17 +286,28 @@ class RemoteBackend(Backend):
             raise APIError("upload-image answered without a unique_filename", response.status_code)
         return UploadResult.from_json(body)
 
+    #: :meth:`process_image` takes an ``idempotency_key`` (the batch runner looks for this).
+    accepts_idempotency_key = True
+
     def process_image(
-        self, unique_filename: str, variants: Iterable[Variant | Mapping[str, Any]]
+        self,
+        unique_filename: str,
+        variants: Iterable[Variant | Mapping[str, Any]],
+        *,
+        idempotency_key: str | None = None,
     ) -> ProcessResult:
+        """Render every variant of an upload; ``idempotency_key`` defaults to one derived from
+        the request (see the module docstring), so a repeat is never charged twice."""
         parsed = parse_variants(variants)
         if not isinstance(unique_filename, str) or not unique_filename:
             raise BadRequestError("unique_filename must be a non-empty string")
         check_text(unique_filename, "unique_filename")
-        payload = {
-            "unique_filename": unique_filename,
-            "output_variants": [v.to_dict() for v in parsed],
-        }
+        output_variants = [v.to_dict() for v in parsed]
+        payload = {"unique_filename": unique_filename, "output_variants": output_variants}
+        if not idempotency_key:
+            idempotency_key = process_idempotency_key(
+                self.key_fingerprint, unique_filename, output_variants
+            )
         response = self._send(
             "process-image",
             "POST",
@@ -296,7 +316,7 @@ class RemoteBackend(Backend):
             repeat_if_sent=self._may_repeat_process,
             timeout=(self.connect_timeout, self.process_timeout),
             json=payload,
-            headers={IDEMPOTENCY_HEADER: str(uuid.uuid4())},
+            headers={IDEMPOTENCY_HEADER: idempotency_key},
         )
         result = ProcessResult.from_json(self._json(response, "process-image"))
         missing = [v.variant_name for v in parsed if v.variant_name not in result.output_urls]

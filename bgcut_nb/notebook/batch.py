@@ -9,6 +9,7 @@ what has not started, lets running rows finish into the cache, and a re-run resu
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -22,7 +23,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from ..contract.backend import Backend
+from ..contract.backend import Backend, ProcessResult
 from ..contract.errors import (
     APIError,
     AuthenticationError,
@@ -32,6 +33,7 @@ from ..contract.errors import (
     NotFoundError,
 )
 from ..contract.variants import Variant, parse_variants
+from ..contract.wire import process_idempotency_key
 from ..core.atomic import atomic_writer
 from .cache import OutputRecord, ReuseCache, sha256_bytes, sha256_file
 from .throughput import GatedBackend, plan
@@ -315,20 +317,32 @@ class _Runner:
             return self._finish_row(row)
 
         filename = f"{_safe_stem(stem)}{Path(source).suffix if stem != 'image' else ''}"
-        unique_filename, reused = self._upload(data, image_sha, filename)
+        wanted = [variant for variant, _ in pending]
+        asked = _variants_key(wanted)
+        # A call sent earlier whose answer was never recorded: the same upload and key again.
+        remembered = None
+        if self.cache is not None:
+            remembered = self.cache.get_pending_process(
+                image_sha, asked, self.identity, self.fingerprint
+            )
+        key = None
+        if remembered is not None:
+            (unique_filename, key), reused = remembered, True
+        else:
+            unique_filename, reused = self._upload(data, image_sha, filename)
         if self.stop.is_set():
             raise _Stopped
-        wanted = [variant for variant, _ in pending]
         try:
-            result = self.backend.process_image(unique_filename, wanted)
+            result = self._process(unique_filename, wanted, image_sha, asked, key)
         except NotFoundError:
             if not reused:
                 raise
             # The service forgot the upload before we did: forget it too and upload once more.
             self.cache.evict_upload(self.identity, self.fingerprint, image_sha)
+            self.cache.forget_pending_process(image_sha, asked, self.identity, self.fingerprint)
             unique_filename, _ = self._upload(data, image_sha, filename)
             self._add(reuploads=1)
-            result = self.backend.process_image(unique_filename, wanted)
+            result = self._process(unique_filename, wanted, image_sha, asked)
         self._add(process_calls=1)
         row.unique_filename = result.unique_filename or unique_filename
         missing = [v.variant_name for v, _ in pending if not result.output_urls.get(v.variant_name)]
@@ -344,11 +358,38 @@ class _Runner:
                     url=result.output_urls[variant.variant_name],
                     unique_filename=row.unique_filename,
                 )
+            self.cache.forget_pending_process(image_sha, asked, self.identity, self.fingerprint)
         for variant, dest in pending:
             url = result.output_urls[variant.variant_name]
             self._fetch_output(row, image_sha, variant, dest, url, row.unique_filename)
             self._add(outputs_rendered=1)
         return self._finish_row(row)
+
+    def _process(
+        self,
+        unique_filename: str,
+        wanted: list[Variant],
+        image_sha: str,
+        asked: str,
+        key: str | None = None,
+    ) -> ProcessResult:
+        """One ``process-image`` call under an Idempotency-Key derived from what it asks (or
+        the remembered ``key``), kept in the cache until its answer is recorded."""
+        if not getattr(self.backend, "accepts_idempotency_key", False):
+            return self.backend.process_image(unique_filename, wanted)
+        key = key or process_idempotency_key(
+            self.fingerprint, unique_filename, [v.to_dict() for v in wanted], image_sha
+        )
+        if self.cache is not None:
+            self.cache.put_pending_process(
+                image_sha,
+                asked,
+                self.identity,
+                self.fingerprint,
+                unique_filename=unique_filename,
+                idempotency_key=key,
+            )
+        return self.backend.process_image(unique_filename, wanted, idempotency_key=key)
 
     def _finish_row(self, row: RowResult) -> RowResult:
         # keep the caller's variant order in the row's dicts
@@ -440,6 +481,11 @@ class _NamedBytes:
     def read(self, size: int = -1) -> bytes:
         data, self._data = (self._data, b"") if size < 0 else (self._data[:size], self._data[size:])
         return data
+
+
+def _variants_key(variants: list[Variant]) -> str:
+    """Canonical text of a variant set as sent (names and order included)."""
+    return json.dumps([v.to_dict() for v in variants], sort_keys=True, separators=(",", ":"))
 
 
 def _named(data: bytes, filename: str) -> _NamedBytes:

@@ -13,6 +13,12 @@ A :class:`ReuseCache` is a :class:`diskcache.Cache` (one directory, set by an ar
   answered, remembered as soon as it answers and until the file is downloaded (at most
   :data:`OUTPUT_URL_REUSE_TTL`), so a failed download is resumed from the URL instead of paying
   for the output again.
+* **pending process calls** (image, the variant set asked for, backend, key fingerprint): the
+  ``unique_filename`` and ``Idempotency-Key`` of a ``process-image`` call, remembered before it
+  is sent and dropped once its answer is recorded as paid outputs, so a re-run after a lost
+  answer (or a killed kernel) repeats the very same request and is answered without a second
+  charge, even when the upload entry has expired meanwhile. Kept at most
+  :data:`~bgcut_nb.contract.wire.UPLOAD_LIFETIME` (the upload, and so the answer, is gone then).
 
 Keys hold a one-way fingerprint of the API key, never the key; values hold file paths, sizes,
 hashes, ``unique_filename`` and output URLs, never a secret.
@@ -51,6 +57,7 @@ OUTPUT_URL_REUSE_TTL = 30 * 60.0
 _UPLOAD = "upload"
 _OUTPUT = "output"
 _PAID = "paid"
+_PENDING = "pending"
 _CHUNK = 1 << 20
 
 
@@ -226,6 +233,45 @@ class ReuseCache:
     ) -> None:
         """Drop a remembered URL (downloaded, or the service no longer serves it)."""
         self._cache.delete(self._paid_key(image_sha256, variant_key, identity, key_fingerprint))
+
+    # -- process calls sent, answer not recorded yet ---------------------------------------------
+    @staticmethod
+    def _pending_key(image_sha256: str, variants_key: str, identity: str, key_fingerprint: str):
+        return (_PENDING, image_sha256, variants_key, identity, key_fingerprint)
+
+    def put_pending_process(
+        self,
+        image_sha256: str,
+        variants_key: str,
+        identity: str,
+        key_fingerprint: str,
+        *,
+        unique_filename: str,
+        idempotency_key: str,
+    ) -> None:
+        """Remember a ``process-image`` call about to be sent (``variants_key``: the canonical
+        text of the variant set asked for, in order)."""
+        key = self._pending_key(image_sha256, variants_key, identity, key_fingerprint)
+        value = {"unique_filename": unique_filename, "idempotency_key": idempotency_key}
+        self._cache.set(key, value, expire=UPLOAD_LIFETIME)
+
+    def get_pending_process(
+        self, image_sha256: str, variants_key: str, identity: str, key_fingerprint: str
+    ) -> tuple[str, str] | None:
+        """``(unique_filename, idempotency_key)`` of a call whose answer was never recorded."""
+        value = self._cache.get(
+            self._pending_key(image_sha256, variants_key, identity, key_fingerprint)
+        )
+        if not isinstance(value, dict):
+            return None
+        self._count("pending_process_hits")
+        return str(value["unique_filename"]), str(value["idempotency_key"])
+
+    def forget_pending_process(
+        self, image_sha256: str, variants_key: str, identity: str, key_fingerprint: str
+    ) -> None:
+        """Drop a pending call (its answer is recorded, or its upload is gone)."""
+        self._cache.delete(self._pending_key(image_sha256, variants_key, identity, key_fingerprint))
 
     # -- inspect and clear ---------------------------------------------------------------------
     def entries(self) -> list[dict[str, Any]]:

@@ -20,9 +20,12 @@ from dataclasses import dataclass
 
 import h11
 
-__all__ = ["FaultSpec", "FaultProxy", "FAULT_KINDS"]
+__all__ = ["FaultSpec", "FaultProxy", "FAULT_KINDS", "EXTRA_FAULT_KINDS"]
 
 FAULT_KINDS: tuple[str, ...] = ("429", "503", "reset-before", "reset-after", "latency")
+#: Kinds only injected when asked for: ``hold-after`` forwards the request, then holds the
+#: server's answer for ``latency`` seconds (time to kill a client between charge and answer).
+EXTRA_FAULT_KINDS: tuple[str, ...] = ("hold-after",)
 _HOP_HEADERS = {b"connection", b"keep-alive", b"transfer-encoding", b"content-length"}
 
 
@@ -47,9 +50,10 @@ class FaultSpec:
     def __post_init__(self) -> None:
         if not 0.0 <= self.rate <= 1.0:
             raise ValueError(f"fault rate must be within 0..1, got {self.rate}")
-        unknown = set(self.kinds) - set(FAULT_KINDS)
+        known = (*FAULT_KINDS, *EXTRA_FAULT_KINDS)
+        unknown = set(self.kinds) - set(known)
         if unknown or not self.kinds:
-            raise ValueError(f"fault kinds must be among {FAULT_KINDS}, got {self.kinds}")
+            raise ValueError(f"fault kinds must be among {known}, got {self.kinds}")
 
 
 class FaultProxy:
@@ -158,6 +162,8 @@ class FaultProxy:
                     if fault == "reset-after":
                         _reset(writer)
                         return
+                    if fault == "hold-after":
+                        await asyncio.sleep(self.spec.latency)
                 headers = [(k, v) for k, v in headers if k.lower() not in _HOP_HEADERS]
                 headers.append((b"content-length", str(len(payload)).encode()))
                 for event in (

@@ -5,7 +5,9 @@ credits in one transaction that checks the balance, debits it and journals the c
 request's ``Idempotency-Key``) as ``reserved``; the work runs only after that, and is then
 ``charged`` (with its result) or refunded. So a balance never goes negative, a call that cannot
 be paid never runs, one call is never charged twice, and a failed call costs nothing (calls
-still reserved when the server stopped are refunded when it starts again).
+still reserved when the server stopped are refunded when it starts again). Charged calls and
+their answers are never purged, so an answer outlives its upload (the service replays it
+only while the upload lives).
 
 Uploads are journalled with their size and time, and each rendered output with its size, for
 the per-key quotas: a key's stored bytes are its live uploads plus their outputs.
@@ -306,6 +308,15 @@ class Ledger:
                 (key_hash, idempotency_key),
             ).fetchone()
         return None if row is None else Charge(row[0], row[1], json.loads(row[2]))
+
+    def update_result(self, key_hash: str, idempotency_key: str, result: dict[str, Any]) -> None:
+        """Replace a charged call's journalled answer (its outputs were rendered again)."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE charges SET result=? WHERE key_hash=? AND idempotency_key=? "
+                "AND state='charged'",
+                (json.dumps(result), key_hash, idempotency_key),
+            )
 
     def reserve(
         self, key_hash: str, credits: float, *, idempotency_key: str, request_hash: str

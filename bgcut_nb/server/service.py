@@ -6,6 +6,11 @@ URLs and idempotent charging around any :class:`~bgcut_nb.contract.backend.Backe
 (full: 429 with ``Retry-After``), paid by credits reserved before it starts and refunded if it
 fails; uploads are limited per key (uploads per hour, bytes stored); a background sweeper
 deletes expired uploads (with their outputs) and file tokens on a timer.
+
+Idempotent answers: a charged call's answer is journalled for good under its key's
+``Idempotency-Key``; a repeat with the same key and request is answered from it, with freshly
+signed URLs and no charge, for as long as the upload lives (outputs the engine lost meanwhile
+are rendered again, free); once the upload has expired the repeat is a 404 like any call on it.
 The FastAPI layer in :mod:`bgcut_nb.server.app` only parses requests and formats answers.
 """
 
@@ -234,8 +239,7 @@ class V3Service:
                     raise BadRequestError(
                         "Idempotency-Key was already used for a different request"
                     )
-                log.info("process key_id=%s replayed (no charge)", hashed[:16])
-                result = prior.result
+                result = self._replay(hashed, unique_filename, variants, idem, prior.result)
             else:
                 result = self._process_and_charge(
                     hashed, unique_filename, variants, idem, request_hash
@@ -281,6 +285,48 @@ class V3Service:
             log.warning("could not count the outputs of a call", exc_info=True)
         log.info("process key_id=%s variants=%d charged=%g", hashed[:16], len(variants), cost)
         return result
+
+    def _replay(
+        self,
+        hashed: str,
+        unique_filename: str,
+        variants: list[Variant],
+        idem: str,
+        result: dict[str, object],
+    ) -> dict[str, object]:
+        """The paid answer of an earlier call with this key, without a second charge.
+
+        Its upload must still live (outputs go with it: else 404, and the client's new upload
+        is a new request). Outputs the engine lost meanwhile are rendered again, free.
+        """
+        local_name = self.ledger.find_upload(unique_filename, hashed)
+        if local_name is None:
+            raise NotFoundError()
+        if not self._outputs_exist(result):
+            with self.pool.slot() as run:
+                self.stats["engine_calls"] += 1
+                result = run(self._render, local_name, variants)
+            self.ledger.update_result(hashed, idem, result)
+            log.info("process key_id=%s replayed, outputs rendered again (no charge)", hashed[:16])
+        else:
+            log.info("process key_id=%s replayed (no charge)", hashed[:16])
+        return result
+
+    def _outputs_exist(self, result: dict[str, object]) -> bool:
+        urls = result.get("output_urls")
+        if not isinstance(urls, dict):
+            return False
+        for url in urls.values():
+            chunks = self.backend.iter_fetch(url)
+            try:
+                next(iter(chunks), None)
+            except (NotFoundError, OSError):
+                return False
+            finally:
+                close = getattr(chunks, "close", None)
+                if close is not None:
+                    close()
+        return True
 
     def _render(self, local_name: str, variants: list[Variant]) -> dict[str, object]:
         return self.backend.process_image(local_name, variants).to_json()
