@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"{table} needs a 'path' column of image files; its columns: {columns}")
     from ..notebook.accessor import resolve_backend
 
-    backend = resolve_backend("local")
+    backend = resolve_backend("local", cache=args.cache_dir)
     print(backend.describe())
     result = frame.bgcut.process(
         SPEC_EXAMPLE_VARIANTS,

@@ -15,7 +15,10 @@ embedded local engine; ``"local"`` or ``"remote"`` force one, or pass any
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 import threading
 import warnings
 from collections.abc import Hashable, Iterable, Mapping
@@ -54,6 +57,7 @@ __all__ = [
     "ImageColumnError",
     "BgcutFrameAccessor",
     "BgcutSeriesAccessor",
+    "local_storage_dir",
     "resolve_backend",
     "resolve_cache",
     "UNIQUE_FILENAME_COL",
@@ -74,11 +78,36 @@ class EstimateWarning(UserWarning):
     """``estimate_credits`` counted rows as free because they will fail before any charge."""
 
 
-def resolve_backend(backend: BackendLike = None) -> Backend:
+def local_storage_dir(cache: CacheLike = None) -> Path:
+    """Where the local engine that :func:`resolve_backend` makes for this ``cache`` setting
+    keeps its uploads, mattes and outputs: ``local-engine/`` inside the cache folder
+    (``cache=<dir>``, a :class:`ReuseCache`'s directory, else ``BGCUT_CACHE_DIR``); with
+    ``cache=False``, a temporary folder of this process, removed when it exits."""
+    if cache is False:
+        return _scratch_dir()
+    if isinstance(cache, ReuseCache):
+        cache = cache.directory
+    return resolve_storage_dir(cache_dir=None if cache in (None, True) else cache).resolve()
+
+
+_scratch: list[Path] = []
+
+
+def _scratch_dir() -> Path:
+    with _backends_lock:
+        if not _scratch:
+            path = Path(tempfile.mkdtemp(prefix="bgcut-local-engine-"))
+            atexit.register(shutil.rmtree, path, True)
+            _scratch.append(path)
+        return _scratch[0]
+
+
+def resolve_backend(backend: BackendLike = None, *, cache: CacheLike = None) -> Backend:
     """A :class:`Backend` for ``backend``: itself, ``"local"``, ``"remote"`` or ``None`` (auto).
 
-    Auto means the HTTP API when an API key is configured, else the local engine. Backends made
-    here are shared per configuration, so uploads and loaded models survive between calls.
+    Auto means the HTTP API when an API key is configured, else the local engine, whose storage
+    follows ``cache`` (:func:`local_storage_dir`). Backends made here are shared per
+    configuration, so uploads and loaded models survive between calls.
     """
     if isinstance(backend, Backend):
         return backend
@@ -86,6 +115,7 @@ def resolve_backend(backend: BackendLike = None) -> Backend:
         raise ValueError("backend must be a Backend, 'local', 'remote', 'auto' or None")
     key = resolve_api_key()
     kind = backend if backend in ("local", "remote") else ("remote" if key else "local")
+    storage = local_storage_dir(cache) if kind == "local" else None
     with _backends_lock:
         if kind == "remote":
             if key is None:
@@ -96,7 +126,7 @@ def resolve_backend(backend: BackendLike = None) -> Backend:
 
                 _backends[memo] = RemoteBackend(api_key=key, api_base=memo[1])
         else:
-            memo = ("local", str(resolve_storage_dir()))
+            memo = ("local", str(storage))
             if memo not in _backends:
                 from ..backends.local import LocalBackend
 
@@ -156,7 +186,7 @@ class _Common:
         base_dir: str | os.PathLike[str] | None,
     ) -> float:
         parsed = parse_variants(variants)
-        engine = resolve_backend(backend)
+        engine = resolve_backend(backend, cache=cache)
         store = resolve_cache(cache)
         identity, fingerprint = engine.identity, engine.key_fingerprint
         base = Path(base_dir).expanduser() if base_dir is not None else None
@@ -228,7 +258,7 @@ class BgcutFrameAccessor(_Common):
         """
         frame = self._frame
         col = infer_image_col(frame) if image_col is None else check_image_col(frame, image_col)
-        engine = resolve_backend(backend)
+        engine = resolve_backend(backend, cache=cache)
         store = resolve_cache(cache)
         target = Path(out_dir).expanduser().resolve()
         base = Path(base_dir).expanduser().resolve() if base_dir is not None else None
@@ -320,7 +350,7 @@ class BgcutSeriesAccessor(_Common):
         """Upload every image once; a Series of ``unique_filename`` (``None`` where the row
         failed; the causes, row by row, are in ``.attrs["bgcut_errors"]``). Remembered uploads
         are reused."""
-        engine = resolve_backend(backend)
+        engine = resolve_backend(backend, cache=cache)
         result = upload_batch(
             self._items(self._series),
             backend=engine,
