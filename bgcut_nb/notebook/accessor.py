@@ -28,12 +28,13 @@ from typing import Any
 import pandas as pd
 
 from ..contract.backend import Backend
-from ..contract.formats import sniff_format
+from ..contract.formats import image_dimensions, sniff_format
 from ..contract.variants import Variant, parse_variants
 from ..core.config import resolve_api_base, resolve_api_key, resolve_storage_dir
 from .batch import (
     DEFAULT_OUT_DIR,
     BatchError,
+    BatchInterrupted,
     BatchResult,
     Errors,
     _read_source,
@@ -172,6 +173,19 @@ def _frame_from_result(
     return out
 
 
+def _image_col(frame: pd.DataFrame, image_col: Hashable | None) -> Hashable | None:
+    """The column of images (:func:`infer_image_col`, or ``image_col`` checked); in a frame
+    without rows an unclear column is no error (``None``: there is nothing to process)."""
+    if image_col is not None:
+        return check_image_col(frame, image_col)
+    try:
+        return infer_image_col(frame)
+    except ImageColumnError:
+        if frame.empty:
+            return None
+        raise
+
+
 class _Common:
     def _items(self, column: pd.Series) -> list[tuple[Hashable, object]]:
         return list(zip(column.index, column.tolist(), strict=True))
@@ -200,6 +214,13 @@ class _Common:
                 continue  # a row that cannot be read fails before it costs anything
             if sniff_format(data) is None:  # the API refuses it with a 400, free of charge
                 free.append(f"row {label!r}: not a PNG, JPEG or WebP image")
+                continue
+            size = image_dimensions(data)  # the header only: refused before decoding too
+            if size is not None and size[0] * size[1] > engine.max_pixels:
+                free.append(
+                    f"row {label!r}: too large ({size[0]} x {size[1]} = "
+                    f"{size[0] * size[1]:,} pixels, over the limit of {engine.max_pixels:,})"
+                )
                 continue
             image_sha = sha256_bytes(data)
             pending = [
@@ -254,10 +275,12 @@ class BgcutFrameAccessor(_Common):
         already rendered (same image bytes, same variant settings, same backend) are reused
         from ``cache`` without any request; uploads are reused for new variants.
         ``errors="raise"`` stops at the first bad row with
-        :class:`~bgcut_nb.notebook.batch.BatchError` (its ``.frame`` holds the finished rows).
+        :class:`~bgcut_nb.notebook.batch.BatchError` (its ``.frame`` holds the finished rows);
+        Ctrl-C raises :class:`~bgcut_nb.notebook.batch.BatchInterrupted` with the same
+        ``.frame``. An ``out_dir`` that is a file is refused before any row is processed.
         """
         frame = self._frame
-        col = infer_image_col(frame) if image_col is None else check_image_col(frame, image_col)
+        col = _image_col(frame, image_col)
         engine = resolve_backend(backend, cache=cache)
         store = resolve_cache(cache)
         target = Path(out_dir).expanduser().resolve()
@@ -265,7 +288,7 @@ class BgcutFrameAccessor(_Common):
         kwargs = dict(image_col=col, out_dir=target, base_dir=base, backend=engine)
         try:
             result = run_batch(
-                self._items(frame[col]),
+                self._items(frame[col]) if col is not None else [],
                 variants,
                 backend=engine,
                 out_dir=target,
@@ -275,7 +298,7 @@ class BgcutFrameAccessor(_Common):
                 errors=errors,
                 progress=progress,
             )
-        except BatchError as exc:
+        except (BatchError, BatchInterrupted) as exc:
             if exc.result is not None:
                 exc.frame = _frame_from_result(frame, exc.result, **kwargs)
             raise
@@ -290,13 +313,13 @@ class BgcutFrameAccessor(_Common):
         base_dir: str | os.PathLike[str] | None = None,
     ) -> float:
         """Credits ``process`` would spend: rows whose outputs are cached and intact are free,
-        and rows that cannot be read or are not PNG/JPEG/WebP cost nothing (they fail before
-        any charge); an :class:`EstimateWarning` names those rows."""
+        and rows that cannot be read, are not PNG/JPEG/WebP or are over the backend's input
+        limit (64 MP, read from the header) cost nothing (they fail before any charge); an
+        :class:`EstimateWarning` names those rows."""
         frame = self._frame
-        col = infer_image_col(frame) if image_col is None else check_image_col(frame, image_col)
-        return self._estimate(
-            self._frame[col], variants, backend=backend, cache=cache, base_dir=base_dir
-        )
+        col = _image_col(frame, image_col)
+        column = frame[col] if col is not None else pd.Series([], dtype=object)
+        return self._estimate(column, variants, backend=backend, cache=cache, base_dir=base_dir)
 
     @property
     def stats(self) -> dict[str, Any]:
