@@ -49,8 +49,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers", type=_positive_int, help="parallel rows (default: 8 remote, 2 local)"
     )
-    parser.add_argument("--cache-dir", type=Path, help="reuse cache (default: BGCUT_CACHE_DIR)")
-    parser.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="reuse cache, also the local engine's storage (default: BGCUT_CACHE_DIR)",
+    )
+    parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="do not read or write the cache (the local engine works in a temporary folder)",
+    )
     parser.add_argument(
         "--base-dir", type=Path, help="resolve relative image paths here (default: INPUT's dir)"
     )

@@ -34,7 +34,6 @@ from ..core.config import resolve_api_base, resolve_api_key, resolve_storage_dir
 from .batch import (
     DEFAULT_OUT_DIR,
     BatchError,
-    BatchInterrupted,
     BatchResult,
     Errors,
     _read_source,
@@ -276,8 +275,8 @@ class BgcutFrameAccessor(_Common):
         from ``cache`` without any request; uploads are reused for new variants.
         ``errors="raise"`` stops at the first bad row with
         :class:`~bgcut_nb.notebook.batch.BatchError` (its ``.frame`` holds the finished rows);
-        Ctrl-C raises :class:`~bgcut_nb.notebook.batch.BatchInterrupted` with the same
-        ``.frame``. An ``out_dir`` that is a file is refused before any row is processed.
+        Ctrl-C raises ``KeyboardInterrupt`` with the same ``.frame`` (the rows so far). An
+        ``out_dir`` that is a file is refused before any row is processed.
         """
         frame = self._frame
         col = _image_col(frame, image_col)
@@ -298,8 +297,8 @@ class BgcutFrameAccessor(_Common):
                 errors=errors,
                 progress=progress,
             )
-        except (BatchError, BatchInterrupted) as exc:
-            if exc.result is not None:
+        except (BatchError, KeyboardInterrupt) as exc:  # Ctrl-C: the rows so far, too
+            if getattr(exc, "result", None) is not None:
                 exc.frame = _frame_from_result(frame, exc.result, **kwargs)
             raise
         return _frame_from_result(frame, result, **kwargs)

@@ -38,7 +38,6 @@ from .throughput import GatedBackend, plan
 
 __all__ = [
     "BatchError",
-    "BatchInterrupted",
     "BatchResult",
     "BatchStats",
     "BatchStoppedWarning",
@@ -75,18 +74,6 @@ class BatchError(BgcutError):
     def __init__(self, message: str, *, row: Hashable = None, result: BatchResult | None = None):
         super().__init__(message)
         self.row = row
-        self.result = result
-
-
-class BatchInterrupted(KeyboardInterrupt):
-    """Ctrl-C stopped a batch: rows not started were cancelled, running rows finished.
-
-    ``result`` holds every row's outcome (rows not attempted say so in their ``error``); the
-    accessors add ``frame``: the same as a DataFrame. Running the same call again resumes.
-    """
-
-    def __init__(self, message: str, *, result: BatchResult) -> None:
-        super().__init__(message)
         self.result = result
 
 
@@ -673,13 +660,14 @@ class _Pool:
             stats = self.stats
             stats.not_attempted = sum(row.status == "not_attempted" for row in self.rows)
             stats.stopped = "interrupted"
-            result = BatchResult(variants=self.runner.variants, rows=self.rows, stats=stats)
-            raise BatchInterrupted(
+            interrupt = KeyboardInterrupt(
                 f"bgcut: interrupted after {stats.done + stats.cached} of "
                 f"{plural(stats.rows, 'row')}; finished rows are cached, run the same call "
-                "again to resume",
-                result=result,
-            ) from None
+                "again to resume"
+            )
+            # every row's outcome so far (the accessors add ``frame``: the same as a DataFrame)
+            interrupt.result = BatchResult(self.runner.variants, self.rows, stats)
+            raise interrupt from None
         finally:
             executor.shutdown(wait=True, cancel_futures=True)
             self.stats.seconds = time.perf_counter() - started
