@@ -652,22 +652,7 @@ class _Pool:
                     del in_flight[future]
         except KeyboardInterrupt:
             self._drain(in_flight)
-            for status in ("done", "cached", "failed"):  # recounted: Ctrl-C may split a record
-                setattr(self.stats, status, sum(row.status == status for row in self.rows))
-            for row in self.rows:
-                if row.status == "not_attempted":
-                    row.error = "not attempted: the batch was interrupted (Ctrl-C)"
-            stats = self.stats
-            stats.not_attempted = sum(row.status == "not_attempted" for row in self.rows)
-            stats.stopped = "interrupted"
-            interrupt = KeyboardInterrupt(
-                f"bgcut: interrupted after {stats.done + stats.cached} of "
-                f"{plural(stats.rows, 'row')}; finished rows are cached, run the same call "
-                "again to resume"
-            )
-            # every row's outcome so far (the accessors add ``frame``: the same as a DataFrame)
-            interrupt.result = BatchResult(self.runner.variants, self.rows, stats)
-            raise interrupt from None
+            raise self._interrupted() from None
         finally:
             executor.shutdown(wait=True, cancel_futures=True)
             self.stats.seconds = time.perf_counter() - started
@@ -684,6 +669,25 @@ class _Pool:
             if not future.cancelled() and self.rows[position].status == "not_attempted":
                 wait([future])
                 self._record(position, future)
+
+    def _interrupted(self) -> KeyboardInterrupt:
+        """After Ctrl-C and :meth:`_drain`: the ``KeyboardInterrupt`` to raise, its ``result``
+        holding every row so far (rows not started say so; the accessors add ``frame``)."""
+        stats = self.stats
+        for status in ("done", "cached", "failed"):  # recounted: Ctrl-C may split a record
+            setattr(stats, status, sum(row.status == status for row in self.rows))
+        for row in self.rows:
+            if row.status == "not_attempted":
+                row.error = "not attempted: the batch was interrupted (Ctrl-C)"
+        stats.not_attempted = sum(row.status == "not_attempted" for row in self.rows)
+        stats.stopped = "interrupted"
+        interrupt = KeyboardInterrupt(
+            f"bgcut: interrupted after {stats.done + stats.cached} of "
+            f"{plural(stats.rows, 'row')}; finished rows are cached, run the same call again "
+            "to resume"
+        )
+        interrupt.result = BatchResult(self.runner.variants, self.rows, stats)
+        return interrupt
 
     def result(self) -> BatchResult:
         """The rows in input order; warns (or raises :class:`BatchError`) if the batch stopped."""
