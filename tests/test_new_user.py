@@ -104,6 +104,7 @@ def test_numpy_integers_and_bools_are_accepted_in_variants():
         ("max_resolution", np.int64(0)),
         ("output_compression", np.int32(101)),
         ("autocrop", np.int64(1)),
+        ("autocrop", np.array([True, False])),
     ]:
         with pytest.raises(BadRequestError, match=field):
             Variant("x", **{field: value})

@@ -71,8 +71,11 @@ def _as_int(value: object) -> int | None:
 
 def _as_bool(value: object) -> bool | None:
     """``value`` as a Python ``bool`` if it is one (``numpy.bool_`` too); else ``None``."""
-    if isinstance(value, bool) or getattr(getattr(value, "dtype", None), "kind", "") == "b":
-        return bool(value)
+    if isinstance(value, bool):
+        return value
+    dtype = getattr(value, "dtype", None)
+    if dtype is not None and dtype.kind == "b" and getattr(value, "ndim", None) == 0:
+        return bool(value)  # a numpy scalar, not an array
     return None
 
 
