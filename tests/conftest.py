@@ -6,6 +6,10 @@
   the suite, so models load once.
 * ``bgcut_isolated_env`` -> no ``BGCUT_API_KEY``/``BGCUT_API_BASE`` and a fresh
   ``BGCUT_CACHE_DIR`` in the test's tmp dir (so the local engine is the default backend).
+* ``bgcut_no_user_folders`` (session, automatic) -> ``BGCUT_CACHE_DIR`` in a session tmp dir,
+  so a test that forgets its own cache still writes nothing into the user's ``~/.cache``
+  (``tests/test_isolation.py`` checks the suite leaves ``HOME`` alone; the models dir is the one
+  exception).
 * ``bgcut_server`` -> the project's v3 server (:class:`~bgcut_nb.server.testing.ServerThread`)
   on 127.0.0.1 over ``bgcut_engine``, key ``"test-key"`` with 100 credits, no rate limit.
 """
@@ -13,12 +17,17 @@
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 import pytest
 from PIL import Image
 
 TEST_KEY = "test-key"
+
+# ONNX Runtime writes a telemetry device id into ~/.cache when imported (some test modules
+# import it before bgcut_nb.engine, which turns it off too).
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 
 def _photo(width: int = 480, height: int = 360, fmt: str = "JPEG") -> bytes:
@@ -52,6 +61,14 @@ def bgcut_engine(tmp_path_factory):
     backend = local_backend(tmp_path_factory.mktemp("bgcut-engine"))
     yield backend
     backend.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def bgcut_no_user_folders(tmp_path_factory):
+    """The default cache folder (and so the local engine's storage) in a session tmp dir."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BGCUT_CACHE_DIR", str(tmp_path_factory.mktemp("default-cache")))
+        yield
 
 
 @pytest.fixture

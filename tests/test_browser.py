@@ -111,8 +111,10 @@ def chromium() -> Path:
 
 
 @pytest.fixture
-def jupyterlab(chromium: Path, tmp_path: Path) -> Iterator[Lab]:
-    """JupyterLab on 127.0.0.1 (free port, token) over a copy of ``notebooks/`` and ``data/``."""
+def jupyterlab(chromium: Path, tmp_path: Path, monkeypatch) -> Iterator[Lab]:
+    """JupyterLab on 127.0.0.1 (free port, token) over a copy of ``notebooks/`` and ``data/``,
+    with a ``HOME`` of its own (also for Chromium and Playwright's driver, which the test
+    starts): nothing is written into the user's home."""
     from ipykernel.kernelspec import write_kernel_spec
 
     root = tmp_path / "root"
@@ -126,12 +128,20 @@ def jupyterlab(chromium: Path, tmp_path: Path) -> Iterator[Lab]:
         "JUPYTER_PATH": str(jupyter),
         "JUPYTER_CONFIG_DIR": str(tmp_path / "jupyter-config"),
         "JUPYTER_RUNTIME_DIR": str(tmp_path / "jupyter-runtime"),
+        "IPYTHONDIR": str(tmp_path / "ipython"),  # the kernel's profile: not in HOME
         "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "lab-settings"),
         "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "lab-workspaces"),
         "BGCUT_CACHE_DIR": str(tmp_path / "cache"),
         "BGCUT_MODEL_DIR": str(resolve_model_dir()),  # BGCUT_MODEL_DIR, else the user cache
     }
     env.pop("BGCUT_API_KEY", None)  # the local engine, offline
+    home = tmp_path / "home"
+    home.mkdir()
+    for name in ("XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_DATA_HOME", "JUPYTER_DATA_DIR"):
+        env.pop(name, None)
+        monkeypatch.delenv(name, raising=False)
+    env["HOME"] = str(home)
+    monkeypatch.setenv("HOME", str(home))
     port, token = free_port(), secrets.token_hex(16)
     url = f"http://127.0.0.1:{port}"
     log = (tmp_path / "jupyterlab.log").open("wb")

@@ -101,7 +101,7 @@ def test_a_shared_cache_dir_lets_workers_reuse_each_others_work(home, client, tm
     ddf = dd.from_pandas(df, npartitions=2, sort=False)
     kw = dict(backend="local", out_dir=tmp_path / "out", cache=tmp_path / "shared-cache")
     first = ddf.bgcut.process(LOW_VARIANTS, **kw).compute()
-    uploads = Path(os.environ["BGCUT_CACHE_DIR"]) / "local-engine" / "uploads"
+    uploads = tmp_path / "shared-cache" / "local-engine" / "uploads"  # the engine's storage too
     made = {p.name for p in uploads.iterdir()}
     # the other way round: each partition lands where the other one's work was remembered
     again = dd.from_pandas(df.iloc[::-1], npartitions=3, sort=False).bgcut.process(

@@ -2,7 +2,8 @@
 
 Each notebook runs in a copy of the repository's layout (``notebooks/`` beside ``data/``) under
 a temporary directory, on a kernelspec that points at this test run's Python, with its own
-``BGCUT_CACHE_DIR``. A probe cell appended at the end reports what the notebook produced.
+``BGCUT_CACHE_DIR``, IPython profile and Jupyter runtime folder (nothing lands in ``HOME``). A
+probe cell appended at the end reports what the notebook produced.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ def workspace(tmp_path, monkeypatch):
     spec = json.loads((kernels / KERNEL / "kernel.json").read_text())
     assert spec["argv"][0] == sys.executable
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    # the kernel's IPython profile and connection files: here, not in the user's home
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "jupyter-runtime"))
     monkeypatch.setenv("BGCUT_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("BGCUT_API_KEY", raising=False)
     return tmp_path

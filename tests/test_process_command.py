@@ -151,6 +151,6 @@ def test_console_script_runs(job):
         capture_output=True, text=True, env={**os.environ}, timeout=300, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "1 rows: 1 done" in result.stderr
+    assert "1 row: 1 done" in result.stderr  # one row, not "1 rows"
     table = pd.read_csv(tmp_path / "r.csv", keep_default_na=False)
     assert table.loc[0, "bgcut_error"] == "" and Path(table.loc[0, "cut_path"]).is_file()

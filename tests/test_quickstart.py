@@ -24,6 +24,9 @@ def test_quickstart_writes_the_three_spec_variants_and_reruns_from_cache(tmp_pat
     assert main(argv) == 0
     first = capsys.readouterr()
     assert "1 done, 0 cached, 0 failed" in first.err
+    # the local engine's upload, mattes and outputs are kept in the --cache-dir folder
+    (upload,) = (tmp_path / "cache" / "local-engine" / "uploads").iterdir()
+    assert list(upload.glob("matte-*.npz")) and list(upload.glob("outputs/*/full.png"))
 
     results = pd.read_csv(tmp_path / "out" / "results.csv", keep_default_na=False)
     assert list(results["bgcut_error"]) == [""]

@@ -135,7 +135,12 @@ def test_a_fixed_max_workers_keeps_the_old_pool(tmp_path, monkeypatch):
     with ServerThread({KEY: 1e6}, tmp_path / "server", simulate=spec) as server:
         backend = RemoteBackend(KEY, server.base_url)
         out = df.bgcut.process(
-            ONE, backend=backend, out_dir=tmp_path / "out", max_workers=2, progress=False
+            ONE,
+            backend=backend,
+            out_dir=tmp_path / "out",
+            cache=tmp_path / "cache",
+            max_workers=2,
+            progress=False,
         )
         backend.close()
         assert server.backend.peak_in_flight <= 2

@@ -3,7 +3,9 @@
 Same columns, cache and progress as ``df.bgcut.process``. Relative image paths resolve against
 the input file's directory unless ``--base-dir`` says otherwise. The API key is read from
 ``BGCUT_API_KEY`` only (never a command-line argument, which other users could see).
-Exit status: 0 when every row succeeded, 1 when any row failed or the batch stopped early.
+Exit status: 0 when every row succeeded, 1 when any row failed or the batch stopped early, 2 on
+usage errors (found before any row is processed), 130 after Ctrl-C (the rows finished so far are
+written to the results table; running the same command again resumes from the cache).
 """
 
 from __future__ import annotations
@@ -41,13 +43,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--output",
         type=Path,
-        help="results table, .csv or .parquet (default: OUT/results.csv)",
+        help="results table: .csv, .parquet, .json (records) or .xlsx (needs the excel extra); "
+        "default OUT/results.csv",
     )
     parser.add_argument(
         "--workers", type=_positive_int, help="parallel rows (default: 8 remote, 2 local)"
     )
-    parser.add_argument("--cache-dir", type=Path, help="reuse cache (default: BGCUT_CACHE_DIR)")
-    parser.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="reuse cache, also the local engine's storage (default: BGCUT_CACHE_DIR)",
+    )
+    parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="do not read or write the cache (the local engine works in a temporary folder)",
+    )
     parser.add_argument(
         "--base-dir", type=Path, help="resolve relative image paths here (default: INPUT's dir)"
     )
@@ -66,10 +77,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-PARQUET_HINT = (
-    "Parquet needs the parquet extra: run `.venv/bin/pip install -e '.[parquet]'` "
-    "in the bgcut-nb checkout"
-)
+#: Results tables by suffix: (format, module it needs or ``None``, extra that installs it).
+TABLE_FORMATS: dict[str, tuple[str, str | None, str]] = {
+    ".csv": ("CSV", None, ""),
+    ".parquet": ("Parquet", "pyarrow", "parquet"),
+    ".pq": ("Parquet", "pyarrow", "parquet"),
+    ".json": ("JSON", None, ""),
+    ".xlsx": ("Excel", "openpyxl", "excel"),
+}
+
+
+def _extra_hint(what: str, extra: str) -> str:
+    return (
+        f"{what} needs the {extra} extra: run `.venv/bin/pip install -e '.[{extra}]'` "
+        "in the bgcut-nb checkout"
+    )
+
+
+PARQUET_HINT = _extra_hint("Parquet", "parquet")
 
 
 #: How ``ImageColumnError.explain`` names the option on the command line.
@@ -89,22 +114,59 @@ def _read_table(path: Path):
 
 
 def _write_table(frame, path: Path) -> None:
+    """``frame`` to ``path`` (atomically) in the format its suffix names (CSV otherwise)."""
     import io
 
     from bgcut_nb.core.atomic import atomic_write_bytes
 
-    if _is_parquet(path):
+    kind = TABLE_FORMATS.get(path.suffix.lower(), ("CSV",))[0]
+    if kind == "Parquet":
         buffer = io.BytesIO()
         frame.to_parquet(buffer)
-        atomic_write_bytes(path, buffer.getvalue())
+        data = buffer.getvalue()
+    elif kind == "Excel":
+        buffer = io.BytesIO()
+        frame.to_excel(buffer, index=False, engine="openpyxl")
+        data = buffer.getvalue()
+    elif kind == "JSON":
+        data = frame.to_json(orient="records", force_ascii=False, indent=1).encode("utf-8")
     else:
-        atomic_write_bytes(path, frame.to_csv(index=False).encode("utf-8"))
+        data = frame.to_csv(index=False).encode("utf-8")
+    atomic_write_bytes(path, data)
 
 
-def _has_pyarrow() -> bool:
-    import importlib.util
+def _installed(module: str) -> bool:
+    import importlib
 
-    return importlib.util.find_spec("pyarrow") is not None
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
+def _table_problems(args: argparse.Namespace, output: Path) -> str | None:
+    """Why the input cannot be read or the results table cannot be written, before any row
+    is processed (and paid for); ``None`` when both are fine."""
+    from bgcut_nb.notebook.batch import check_folder
+
+    suffix = output.suffix.lower()
+    if suffix not in TABLE_FORMATS:
+        known = ", ".join(TABLE_FORMATS)
+        return f"--output {output}: unknown table format {suffix or '(no suffix)'}; use {known}"
+    if _is_parquet(args.input) and not _installed("pyarrow"):
+        return PARQUET_HINT
+    kind, module, extra = TABLE_FORMATS[suffix]
+    if module is not None and not _installed(module):
+        return f"--output {output}: {_extra_hint(kind, extra)}"
+    if output.is_dir():
+        return f"--output {output} is a folder; name the results file"
+    try:
+        check_folder(args.out, "--out")
+        check_folder(output.parent, "--output's folder")
+    except ValueError as exc:
+        return str(exc).removeprefix("bgcut: ")
+    return None
 
 
 def _read_variants(path: Path) -> list:
@@ -129,8 +191,10 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError, BgcutError) as exc:
         print(f"bgcut-nb process: bad --variants file {args.variants}: {exc}", file=sys.stderr)
         return 2
-    if (_is_parquet(args.input) or _is_parquet(args.output or Path())) and not _has_pyarrow():
-        print(f"bgcut-nb process: {PARQUET_HINT}", file=sys.stderr)
+    output = args.output or (args.out / "results.csv")
+    problem = _table_problems(args, output)
+    if problem:
+        print(f"bgcut-nb process: {problem}", file=sys.stderr)
         return 2
     try:
         frame = _read_table(args.input)
@@ -140,7 +204,6 @@ def run(args: argparse.Namespace) -> int:
     if args.backend == "remote" and resolve_api_key() is None:
         print("bgcut-nb process: --backend remote needs BGCUT_API_KEY to be set", file=sys.stderr)
         return 2
-    output = args.output or (args.out / "results.csv")
     base_dir = args.base_dir or args.input.resolve().parent
     cache = False if args.no_cache else args.cache_dir
     status = 0
@@ -161,6 +224,8 @@ def run(args: argparse.Namespace) -> int:
         except BatchError as exc:
             print(f"bgcut-nb process: {exc}", file=sys.stderr)
             result, status = getattr(exc, "frame", None), 1
+        except KeyboardInterrupt as exc:  # Ctrl-C: keep what finished, say how to resume
+            return interrupted(getattr(exc, "frame", None), output, cached=not args.no_cache)
         except ImageColumnError as exc:  # the accessor's words are Python's: use the option's
             print(f"bgcut-nb process: {args.input}: {exc.explain(*IMAGE_COL)}", file=sys.stderr)
             return 2
@@ -176,11 +241,31 @@ def run(args: argparse.Namespace) -> int:
     return max(status, report(result, output))
 
 
+def interrupted(result, output: Path, *, cached: bool) -> int:
+    """After Ctrl-C: write the rows so far to ``output``, say what was done and how a re-run
+    resumes; the exit status of an interrupted command (130)."""
+    if result is None:
+        print("bgcut-nb process: interrupted before any row was processed", file=sys.stderr)
+        return 130
+    _write_table(result, output)
+    print("bgcut-nb process: interrupted (Ctrl-C); the results so far:", file=sys.stderr)
+    report(result, output)
+    resume = (
+        "run the same command again to resume: finished rows come from the cache at no cost"
+        if cached
+        else "without the cache (--no-cache) a new run processes every row again"
+    )
+    print(f"bgcut-nb process: {resume}", file=sys.stderr)
+    return 130
+
+
 def report(result, output: Path) -> int:
     """Print a run's summary line to stderr; 1 if any row failed or was not attempted."""
+    from bgcut_nb.notebook.batch import plural
+
     stats = result.bgcut.stats
     print(
-        f"{stats.get('rows', 0)} rows: {stats.get('done', 0)} done, "
+        f"{plural(stats.get('rows', 0), 'row')}: {stats.get('done', 0)} done, "
         f"{stats.get('cached', 0)} cached, {stats.get('failed', 0)} failed, "
         f"{stats.get('not_attempted', 0)} not attempted; {stats.get('uploads', 0)} uploads, "
         f"{stats.get('process_calls', 0)} process calls; results: {output}",

@@ -22,7 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=Path("output") / "quickstart",
         help="where outputs and results.csv go (default: output/quickstart)",
     )
-    parser.add_argument("--cache-dir", type=Path, default=None, help="cache folder")
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="cache folder, also the local engine's storage (default: BGCUT_CACHE_DIR)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -43,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"{table} needs a 'path' column of image files; its columns: {columns}")
     from ..notebook.accessor import resolve_backend
 
-    backend = resolve_backend("local")
+    backend = resolve_backend("local", cache=args.cache_dir)
     print(backend.describe())
     result = frame.bgcut.process(
         SPEC_EXAMPLE_VARIANTS,

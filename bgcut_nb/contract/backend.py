@@ -16,6 +16,7 @@ from typing import IO, Any
 
 from ..core.atomic import atomic_write_bytes
 from .errors import BadRequestError
+from .formats import MAX_INPUT_PIXELS
 from .pricing import DEFAULT_COSTS, CostTable
 from .variants import Variant, parse_variants
 
@@ -90,6 +91,9 @@ class Backend(abc.ABC):
     costs: CostTable = DEFAULT_COSTS
     #: True when the work runs in this process (on this machine's CPUs), not behind HTTP.
     is_local: bool = False
+    #: Largest input, in pixels, the backend accepts (the API's 64 MP): a larger one is refused
+    #: before any charge, so estimates count it as free.
+    max_pixels: int = MAX_INPUT_PIXELS
 
     @property
     @abc.abstractmethod

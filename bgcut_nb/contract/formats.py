@@ -1,15 +1,20 @@
 """The input formats the API accepts (PNG, JPEG, WebP), recognised from the content.
 
-Part of the contract: the service answers 400 for anything else, whatever the file is called, so
-the local engine refuses the same inputs and estimates charge nothing for them.
+Part of the contract: the service answers 400 for anything else, whatever the file is called, and
+for inputs over :data:`MAX_INPUT_PIXELS`, so the local engine refuses the same inputs and
+estimates charge nothing for them.
 """
 
 from __future__ import annotations
 
-__all__ = ["INPUT_FORMATS", "SNIFF_BYTES", "sniff_format"]
+import io
+
+__all__ = ["INPUT_FORMATS", "MAX_INPUT_PIXELS", "SNIFF_BYTES", "image_dimensions", "sniff_format"]
 
 #: Accepted input formats, by the extension each is known as.
 INPUT_FORMATS: tuple[str, ...] = ("png", "jpg", "webp")
+#: Largest input the API accepts, in pixels; a larger one is a 400 before any charge.
+MAX_INPUT_PIXELS = 64_000_000
 #: How many leading bytes :func:`sniff_format` needs.
 SNIFF_BYTES = 12
 
@@ -24,3 +29,25 @@ def sniff_format(data: bytes) -> str | None:
     if len(head) >= 12 and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "webp"
     return None
+
+
+def image_dimensions(data: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` of a PNG, JPEG or WebP read from its header alone: no pixel is
+    decoded and no size limit applies (Pillow's format readers, without ``Image.open``'s
+    decompression-bomb check). ``None`` when the format is not accepted or the header is
+    unreadable."""
+    from PIL import JpegImagePlugin, PngImagePlugin, WebPImagePlugin
+
+    readers = {
+        "png": PngImagePlugin.PngImageFile,
+        "jpg": JpegImagePlugin.JpegImageFile,
+        "webp": WebPImagePlugin.WebPImageFile,
+    }
+    fmt = sniff_format(data)
+    if fmt is None:
+        return None
+    try:
+        with readers[fmt](io.BytesIO(data)) as image:
+            return image.size
+    except Exception:  # any malformed header: the decoder would refuse it too
+        return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import numbers
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
@@ -88,8 +89,22 @@ def did_you_mean(words: Iterable[object], options: Iterable[str]) -> str:
     return "; did you mean " + ", ".join(f"{c!r} for {w!r}" for w, c in pairs) + "?"
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _as_int(value: object) -> int | None:
+    """``value`` as a Python ``int`` if it is a whole number (numpy's integers too, e.g. from a
+    DataFrame cell), never a bool; else ``None``."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    return None
+
+
+def _as_bool(value: object) -> bool | None:
+    """``value`` as a Python ``bool`` if it is one (``numpy.bool_`` too); else ``None``."""
+    if isinstance(value, bool):
+        return value
+    dtype = getattr(value, "dtype", None)
+    if dtype is not None and dtype.kind == "b" and getattr(value, "ndim", None) == 0:
+        return bool(value)  # a numpy scalar, not an array
+    return None
 
 
 @dataclass(frozen=True)
@@ -113,11 +128,13 @@ class Variant:
             value = getattr(self, field.name)
             if isinstance(value, str):
                 check_text(value, f"Variant '{name}': {field.name}")
-        if not _is_int(self.max_resolution) or self.max_resolution <= 0:
+        max_resolution = _as_int(self.max_resolution)
+        if max_resolution is None or max_resolution <= 0:
             raise BadRequestError(
                 f"Variant '{name}': max_resolution must be a positive integer, "
                 f"got {self.max_resolution!r}"
             )
+        object.__setattr__(self, "max_resolution", max_resolution)
         if self.format not in FORMATS:
             raise BadRequestError(
                 f"Variant '{name}': invalid format {self.format!r}. Options: png, jpg, webp"
@@ -136,16 +153,19 @@ class Variant:
                     f"got {color!r}"
                 )
             object.__setattr__(self, "background_color", _expand_hex(color))
-        comp = self.output_compression
-        if not _is_int(comp) or not 1 <= comp <= 100:
+        comp = _as_int(self.output_compression)
+        if comp is None or not 1 <= comp <= 100:
             raise BadRequestError(
                 f"Variant '{name}': output_compression must be an integer from 1 to 100, "
-                f"got {comp!r}"
+                f"got {self.output_compression!r}"
             )
-        if not isinstance(self.autocrop, bool):
+        object.__setattr__(self, "output_compression", comp)
+        autocrop = _as_bool(self.autocrop)
+        if autocrop is None:
             raise BadRequestError(
                 f"Variant '{name}': autocrop must be true or false, got {self.autocrop!r}"
             )
+        object.__setattr__(self, "autocrop", autocrop)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Variant:

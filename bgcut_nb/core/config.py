@@ -114,9 +114,17 @@ def resolve_model_dir(model_dir: str | os.PathLike[str] | None = None) -> Path:
     return Path(value).expanduser() if value else _user_cache() / "models"
 
 
-def resolve_storage_dir(storage_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Where the local engine keeps uploads and outputs (under the cache dir by default)."""
-    return Path(storage_dir).expanduser() if storage_dir else resolve_cache_dir() / "local-engine"
+def resolve_storage_dir(
+    storage_dir: str | os.PathLike[str] | None = None,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Where the local engine keeps uploads, mattes and outputs: the argument, else
+    ``local-engine/`` inside the cache folder (``cache_dir``, else ``BGCUT_CACHE_DIR``, else the
+    user cache dir)."""
+    if storage_dir:
+        return Path(storage_dir).expanduser()
+    return resolve_cache_dir(cache_dir) / "local-engine"
 
 
 def resolve_server_dir(storage_dir: str | os.PathLike[str] | None = None) -> Path:

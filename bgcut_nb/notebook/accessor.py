@@ -15,7 +15,10 @@ embedded local engine; ``"local"`` or ``"remote"`` force one, or pass any
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 import threading
 import warnings
 from collections.abc import Hashable, Iterable, Mapping
@@ -25,7 +28,7 @@ from typing import Any
 import pandas as pd
 
 from ..contract.backend import Backend
-from ..contract.formats import sniff_format
+from ..contract.formats import image_dimensions, sniff_format
 from ..contract.variants import Variant, parse_variants
 from ..core.config import resolve_api_base, resolve_api_key, resolve_storage_dir
 from .batch import (
@@ -54,6 +57,7 @@ __all__ = [
     "ImageColumnError",
     "BgcutFrameAccessor",
     "BgcutSeriesAccessor",
+    "local_storage_dir",
     "resolve_backend",
     "resolve_cache",
     "UNIQUE_FILENAME_COL",
@@ -74,11 +78,36 @@ class EstimateWarning(UserWarning):
     """``estimate_credits`` counted rows as free because they will fail before any charge."""
 
 
-def resolve_backend(backend: BackendLike = None) -> Backend:
+def local_storage_dir(cache: CacheLike = None) -> Path:
+    """Where the local engine that :func:`resolve_backend` makes for this ``cache`` setting
+    keeps its uploads, mattes and outputs: ``local-engine/`` inside the cache folder
+    (``cache=<dir>``, a :class:`ReuseCache`'s directory, else ``BGCUT_CACHE_DIR``); with
+    ``cache=False``, a temporary folder of this process, removed when it exits."""
+    if cache is False:
+        return _scratch_dir()
+    if isinstance(cache, ReuseCache):
+        cache = cache.directory
+    return resolve_storage_dir(cache_dir=None if cache in (None, True) else cache).resolve()
+
+
+_scratch: list[Path] = []
+
+
+def _scratch_dir() -> Path:
+    with _backends_lock:
+        if not _scratch:
+            path = Path(tempfile.mkdtemp(prefix="bgcut-local-engine-"))
+            atexit.register(shutil.rmtree, path, True)
+            _scratch.append(path)
+        return _scratch[0]
+
+
+def resolve_backend(backend: BackendLike = None, *, cache: CacheLike = None) -> Backend:
     """A :class:`Backend` for ``backend``: itself, ``"local"``, ``"remote"`` or ``None`` (auto).
 
-    Auto means the HTTP API when an API key is configured, else the local engine. Backends made
-    here are shared per configuration, so uploads and loaded models survive between calls.
+    Auto means the HTTP API when an API key is configured, else the local engine, whose storage
+    follows ``cache`` (:func:`local_storage_dir`). Backends made here are shared per
+    configuration, so uploads and loaded models survive between calls.
     """
     if isinstance(backend, Backend):
         return backend
@@ -86,6 +115,7 @@ def resolve_backend(backend: BackendLike = None) -> Backend:
         raise ValueError("backend must be a Backend, 'local', 'remote', 'auto' or None")
     key = resolve_api_key()
     kind = backend if backend in ("local", "remote") else ("remote" if key else "local")
+    storage = local_storage_dir(cache) if kind == "local" else None
     with _backends_lock:
         if kind == "remote":
             if key is None:
@@ -96,7 +126,7 @@ def resolve_backend(backend: BackendLike = None) -> Backend:
 
                 _backends[memo] = RemoteBackend(api_key=key, api_base=memo[1])
         else:
-            memo = ("local", str(resolve_storage_dir()))
+            memo = ("local", str(storage))
             if memo not in _backends:
                 from ..backends.local import LocalBackend
 
@@ -142,6 +172,19 @@ def _frame_from_result(
     return out
 
 
+def _image_col(frame: pd.DataFrame, image_col: Hashable | None) -> Hashable | None:
+    """The column of images (:func:`infer_image_col`, or ``image_col`` checked); in a frame
+    without rows an unclear column is no error (``None``: there is nothing to process)."""
+    if image_col is not None:
+        return check_image_col(frame, image_col)
+    try:
+        return infer_image_col(frame)
+    except ImageColumnError:
+        if frame.empty:
+            return None
+        raise
+
+
 class _Common:
     def _items(self, column: pd.Series) -> list[tuple[Hashable, object]]:
         return list(zip(column.index, column.tolist(), strict=True))
@@ -156,7 +199,7 @@ class _Common:
         base_dir: str | os.PathLike[str] | None,
     ) -> float:
         parsed = parse_variants(variants)
-        engine = resolve_backend(backend)
+        engine = resolve_backend(backend, cache=cache)
         store = resolve_cache(cache)
         identity, fingerprint = engine.identity, engine.key_fingerprint
         base = Path(base_dir).expanduser() if base_dir is not None else None
@@ -170,6 +213,13 @@ class _Common:
                 continue  # a row that cannot be read fails before it costs anything
             if sniff_format(data) is None:  # the API refuses it with a 400, free of charge
                 free.append(f"row {label!r}: not a PNG, JPEG or WebP image")
+                continue
+            size = image_dimensions(data)  # the header only: refused before decoding too
+            if size is not None and size[0] * size[1] > engine.max_pixels:
+                free.append(
+                    f"row {label!r}: too large ({size[0]} x {size[1]} = "
+                    f"{size[0] * size[1]:,} pixels, over the limit of {engine.max_pixels:,})"
+                )
                 continue
             image_sha = sha256_bytes(data)
             pending = [
@@ -224,18 +274,20 @@ class BgcutFrameAccessor(_Common):
         already rendered (same image bytes, same variant settings, same backend) are reused
         from ``cache`` without any request; uploads are reused for new variants.
         ``errors="raise"`` stops at the first bad row with
-        :class:`~bgcut_nb.notebook.batch.BatchError` (its ``.frame`` holds the finished rows).
+        :class:`~bgcut_nb.notebook.batch.BatchError` (its ``.frame`` holds the finished rows);
+        Ctrl-C raises ``KeyboardInterrupt`` with the same ``.frame`` (the rows so far). An
+        ``out_dir`` that is a file is refused before any row is processed.
         """
         frame = self._frame
-        col = infer_image_col(frame) if image_col is None else check_image_col(frame, image_col)
-        engine = resolve_backend(backend)
+        col = _image_col(frame, image_col)
+        engine = resolve_backend(backend, cache=cache)
         store = resolve_cache(cache)
         target = Path(out_dir).expanduser().resolve()
         base = Path(base_dir).expanduser().resolve() if base_dir is not None else None
         kwargs = dict(image_col=col, out_dir=target, base_dir=base, backend=engine)
         try:
             result = run_batch(
-                self._items(frame[col]),
+                self._items(frame[col]) if col is not None else [],
                 variants,
                 backend=engine,
                 out_dir=target,
@@ -245,8 +297,8 @@ class BgcutFrameAccessor(_Common):
                 errors=errors,
                 progress=progress,
             )
-        except BatchError as exc:
-            if exc.result is not None:
+        except (BatchError, KeyboardInterrupt) as exc:  # Ctrl-C: the rows so far, too
+            if getattr(exc, "result", None) is not None:
                 exc.frame = _frame_from_result(frame, exc.result, **kwargs)
             raise
         return _frame_from_result(frame, result, **kwargs)
@@ -260,13 +312,13 @@ class BgcutFrameAccessor(_Common):
         base_dir: str | os.PathLike[str] | None = None,
     ) -> float:
         """Credits ``process`` would spend: rows whose outputs are cached and intact are free,
-        and rows that cannot be read or are not PNG/JPEG/WebP cost nothing (they fail before
-        any charge); an :class:`EstimateWarning` names those rows."""
+        and rows that cannot be read, are not PNG/JPEG/WebP or are over the backend's input
+        limit (64 MP, read from the header) cost nothing (they fail before any charge); an
+        :class:`EstimateWarning` names those rows."""
         frame = self._frame
-        col = infer_image_col(frame) if image_col is None else check_image_col(frame, image_col)
-        return self._estimate(
-            self._frame[col], variants, backend=backend, cache=cache, base_dir=base_dir
-        )
+        col = _image_col(frame, image_col)
+        column = frame[col] if col is not None else pd.Series([], dtype=object)
+        return self._estimate(column, variants, backend=backend, cache=cache, base_dir=base_dir)
 
     @property
     def stats(self) -> dict[str, Any]:
@@ -320,7 +372,7 @@ class BgcutSeriesAccessor(_Common):
         """Upload every image once; a Series of ``unique_filename`` (``None`` where the row
         failed; the causes, row by row, are in ``.attrs["bgcut_errors"]``). Remembered uploads
         are reused."""
-        engine = resolve_backend(backend)
+        engine = resolve_backend(backend, cache=cache)
         result = upload_batch(
             self._items(self._series),
             backend=engine,

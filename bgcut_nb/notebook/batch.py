@@ -48,6 +48,8 @@ __all__ = [
     "run_batch",
     "upload_batch",
     "safe_dirname",
+    "check_folder",
+    "plural",
     "DEFAULT_OUT_DIR",
 ]
 
@@ -75,6 +77,11 @@ class BatchError(BgcutError):
         super().__init__(message)
         self.row = row
         self.result = result
+
+
+def plural(count: int, singular: str, many: str | None = None) -> str:
+    """``"1 row"``, ``"2 rows"``: ``count`` and the word that goes with it."""
+    return f"{count} {singular if count == 1 else (many or singular + 's')}"
 
 
 class BatchStoppedWarning(UserWarning):
@@ -166,6 +173,19 @@ def output_path(
     if not dest.resolve().is_relative_to(root):  # belt and braces; safe_dirname prevents it
         raise ValueError(f"output path for variant {variant.variant_name!r} leaves out_dir")
     return dest
+
+
+def check_folder(path: str | os.PathLike[str], what: str = "out_dir") -> Path:
+    """``path`` resolved, if it is a folder or can be made one (nothing in the way is a file);
+    else ``ValueError``, so a run is refused before any row is processed and paid for."""
+    folder = Path(path).expanduser().resolve()
+    for existing in (folder, *folder.parents):
+        if existing.exists():
+            if not existing.is_dir():
+                where = "is a file" if existing == folder else f"is inside a file, {existing}"
+                raise ValueError(f"bgcut: {what} {folder} {where}, not a folder")
+            break
+    return folder
 
 
 # -- one row -----------------------------------------------------------------------------------
@@ -541,7 +561,7 @@ def run_batch(
     runner = _Runner(
         parsed,
         backend=backend,
-        out_dir=Path(out_dir).expanduser().resolve(),
+        out_dir=check_folder(out_dir),
         cache=cache,
         base_dir=Path(base_dir).expanduser() if base_dir is not None else None,
     )
@@ -673,15 +693,12 @@ class _Pool:
                 if not in_flight:
                     break
                 finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    self._record(in_flight.pop(future), future)
+                for future in finished:  # dropped once recorded: Ctrl-C may come in between
+                    self._record(in_flight[future], future)
+                    del in_flight[future]
         except KeyboardInterrupt:
             self._drain(in_flight)
-            raise KeyboardInterrupt(
-                f"bgcut: interrupted after {self.stats.done + self.stats.cached} of "
-                f"{self.stats.rows} rows; finished rows are cached, run the same call again "
-                "to resume"
-            ) from None
+            raise self._interrupted() from None
         finally:
             executor.shutdown(wait=True, cancel_futures=True)
             self.stats.seconds = time.perf_counter() - started
@@ -695,9 +712,28 @@ class _Pool:
         for future in in_flight:
             future.cancel()
         for future, position in in_flight.items():
-            if not future.cancelled():
+            if not future.cancelled() and self.rows[position].status == "not_attempted":
                 wait([future])
                 self._record(position, future)
+
+    def _interrupted(self) -> KeyboardInterrupt:
+        """After Ctrl-C and :meth:`_drain`: the ``KeyboardInterrupt`` to raise, its ``result``
+        holding every row so far (rows not started say so; the accessors add ``frame``)."""
+        stats = self.stats
+        for status in ("done", "cached", "failed"):  # recounted: Ctrl-C may split a record
+            setattr(stats, status, sum(row.status == status for row in self.rows))
+        for row in self.rows:
+            if row.status == "not_attempted":
+                row.error = "not attempted: the batch was interrupted (Ctrl-C)"
+        stats.not_attempted = sum(row.status == "not_attempted" for row in self.rows)
+        stats.stopped = "interrupted"
+        interrupt = KeyboardInterrupt(
+            f"bgcut: interrupted after {stats.done + stats.cached} of "
+            f"{plural(stats.rows, 'row')}; finished rows are cached, run the same call again "
+            "to resume"
+        )
+        interrupt.result = BatchResult(self.runner.variants, self.rows, stats)
+        return interrupt
 
     def result(self) -> BatchResult:
         """The rows in input order; warns (or raises :class:`BatchError`) if the batch stopped."""
@@ -714,8 +750,8 @@ class _Pool:
                 row.error = f"not attempted: the batch stopped early because {why}"
         message = (
             f"bgcut: row {label!r} failed: {_describe(exc)}{_hint(exc)}. The batch stopped; "
-            f"{stats.done + stats.cached} finished rows are kept (and cached), "
-            f"{stats.not_attempted} rows were not attempted."
+            f"{plural(stats.done + stats.cached, 'finished row is', 'finished rows are')} kept "
+            f"(and cached), {plural(stats.not_attempted, 'row was', 'rows were')} not attempted."
         )
         if self.errors == "raise":
             raise BatchError(message, row=label, result=result) from exc

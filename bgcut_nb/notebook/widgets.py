@@ -4,8 +4,10 @@
 and every variant side by side, transparency over a checkerboard, and each output's size,
 format and file size. :func:`gallery` shows a thumbnail grid of one variant. Thumbnails are
 small encoded images (``thumb_size`` px on the long side), never the full-size files. A file
-that is missing or unreadable, or an output a failed row never got, shows as a
-:func:`placeholder` image with a note saying why, never as empty bytes (a broken-image icon).
+that is missing or unreadable, too large to decode for a thumbnail (over
+:data:`PREVIEW_MAX_PIXELS`, checked from its header), or an output a failed row never got, shows
+as a :func:`placeholder` image with a note saying why, never as empty bytes (a broken-image
+icon).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import html
 import io
 import os
+import warnings
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +25,7 @@ import ipywidgets as widgets
 import pandas as pd
 from PIL import Image
 
+from ..contract.formats import MAX_INPUT_PIXELS, image_dimensions
 from .columns import ERROR_COL, infer_image_col
 
 __all__ = [
@@ -30,10 +34,12 @@ __all__ = [
     "thumbnail",
     "placeholder",
     "row_label",
+    "ImageTooLarge",
     "ImageInfo",
     "CHECKER_LIGHT",
     "CHECKER_DARK",
     "PLACEHOLDER_FILL",
+    "PREVIEW_MAX_PIXELS",
 ]
 
 #: The two greys of the checkerboard drawn behind transparent pixels.
@@ -50,6 +56,9 @@ NOTE_COLOUR = "#b00020"
 #: Long side of preview thumbnails; gallery thumbnails default to smaller.
 PREVIEW_SIZE = 256
 GALLERY_SIZE = 160
+#: Images are decoded for a thumbnail up to this many pixels (what processing accepts; a JPEG
+#: counts at its reduced decoding scale), larger ones show a placeholder instead.
+PREVIEW_MAX_PIXELS = MAX_INPUT_PIXELS
 #: Rows above which :func:`preview` uses a slider instead of a dropdown.
 DROPDOWN_LIMIT = 200
 #: Height of a gallery caption or note line, in CSS pixels.
@@ -99,9 +108,11 @@ def thumbnail(
     from PIL import ImageOps
 
     data = source if isinstance(source, bytes) else Path(source).read_bytes()
-    with Image.open(io.BytesIO(data)) as opened:
+    with _open_header(data) as opened:
         info = ImageInfo(opened.width, opened.height, opened.format or "?", len(data))
         opened.draft("RGB", (size, size))  # JPEG: decode at a reduced scale
+        if opened.width * opened.height > PREVIEW_MAX_PIXELS:  # still too many to decode
+            raise ImageTooLarge(info)
         image = ImageOps.exif_transpose(opened)
         image.thumbnail((size, size), Image.Resampling.LANCZOS)
     has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
@@ -117,6 +128,27 @@ def thumbnail(
     else:
         image.save(buffer, format="JPEG", quality=85)
     return buffer.getvalue(), info
+
+
+class ImageTooLarge(ValueError):
+    """An image with more pixels than :data:`PREVIEW_MAX_PIXELS` even at its smallest decoding
+    scale: a thumbnail would decode all of it, so none is made (``info`` says its size)."""
+
+    def __init__(self, info: ImageInfo) -> None:
+        super().__init__(f"too large to preview: {info.width}x{info.height}")
+        self.info = info
+
+
+def _open_header(data: bytes) -> Image.Image:
+    """``Image.open`` (the header only) without Pillow's decompression-bomb warning: the size
+    is checked before any decoding instead; beyond Pillow's own hard limit, too large."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            return Image.open(io.BytesIO(data))
+        except Image.DecompressionBombError:
+            width, height = image_dimensions(data) or (0, 0)
+            raise ImageTooLarge(ImageInfo(width, height, "?", len(data))) from None
 
 
 def placeholder(lines: Sequence[str], size: int = PREVIEW_SIZE) -> bytes:
@@ -231,6 +263,10 @@ def _fill(
     except FileNotFoundError:
         image.format, image.value = "png", placeholder(["file not found", name], size)
         info.value = _note(f"file not found: {name}", title=str(source))
+    except ImageTooLarge as exc:
+        dims = f"{exc.info.width}x{exc.info.height}"
+        image.format, image.value = "png", placeholder(["too large to preview", dims], size)
+        info.value = _note(f"too large to preview: {name} ({dims})", title=str(source))
     except Exception as exc:  # an unreadable file must not break the viewer
         reason = f"{type(exc).__name__}: {exc}"
         image.format, image.value = "png", placeholder(["cannot show", name], size)
