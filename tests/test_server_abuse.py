@@ -77,8 +77,9 @@ def test_verbose_tracebacks_never_show_the_key(server, bgcut_photo):
     up = backend.upload_image(bgcut_photo(160, 120))
     dear = [{"variant_name": f"v{i}", "quality": "low", "autocrop": True} for i in range(20)]
     backend.process_image(up.unique_filename, dear)  # 30 of the 50 credits
+    dearer = [{**v, "variant_name": f"w{i}"} for i, v in enumerate(dear)]  # not a replay
     with pytest.raises(InsufficientCreditsError) as broke:
-        backend.process_image(up.unique_filename, dear)
+        backend.process_image(up.unique_filename, dearer)
     offline = RemoteBackend(KEY, "http://127.0.0.1:9", retry=RetryPolicy(retries=1, backoff=0.01))
     with pytest.raises(APIConnectionError) as refused:
         offline.upload_image(b"x")
