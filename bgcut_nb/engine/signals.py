@@ -37,7 +37,6 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage
 
 from ..contract.variants import Variant
 
@@ -142,6 +141,8 @@ def working_matte(alpha: np.ndarray, side: int = WORK_SIDE) -> np.ndarray:
 
 def measure(alpha: np.ndarray, *, gap: float = math.nan) -> Signals:
     """The measures of one matte (``gap``: a :func:`tier_gap` taken elsewhere)."""
+    from scipy import ndimage  # imported on first use: ``import bgcut_nb`` stays light
+
     work = working_matte(alpha)
     height, width = work.shape
     subject = work > 0.5
