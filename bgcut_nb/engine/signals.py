@@ -68,6 +68,8 @@ MIN_PIECE = 0.01
 RISK_FLAGS = ("see-through", "tiny", "fills-frame", "tiers-disagree")
 _EIGHT = np.ones((3, 3), dtype=bool)
 
+#: Areas below this count as this in ``risk`` (an empty matte ranks first, with a finite risk).
+AREA_FLOOR = 1e-4
 #: The flag names, in the order :func:`flags` lists them.
 FLAG_NAMES = ("see-through", "touches-edge", "tiny", "fills-frame", "fragmented", "tiers-disagree")
 
@@ -120,10 +122,13 @@ DEFAULT_THRESHOLDS = Thresholds()
 
 def working_matte(alpha: np.ndarray, side: int = WORK_SIDE) -> np.ndarray:
     """``alpha`` (float 0..1 or uint8 0..255, HxW) as float32 0..1, at most ``side`` pixels on
-    its long side (box-filtered: every source pixel counts)."""
+    its long side: box-filtered from a grid of at least twice that many pixels."""
     alpha = np.asarray(alpha)
     if alpha.ndim != 2:
         raise ValueError(f"expected an HxW matte, got shape {alpha.shape}")
+    step = max(alpha.shape) // (2 * side)
+    if step > 1:  # every step-th pixel first: a 16 MP matte costs what a 0.3 MP one does
+        alpha = alpha[::step, ::step]
     if alpha.dtype == np.uint8:
         image = Image.fromarray(alpha, "L")
         scale = 255.0
@@ -165,7 +170,7 @@ def measure(alpha: np.ndarray, *, gap: float = math.nan) -> Signals:
     else:
         pieces = 0
     return Signals(
-        soft_share=soft_share, edge_touch=edge_touch, area=area, pieces=pieces, tier_gap=gap
+        soft_share=soft_share, edge_touch=edge_touch, area=area, pieces=float(pieces), tier_gap=gap
     )
 
 
@@ -196,9 +201,11 @@ def _ratios(signals: Signals, thresholds: Thresholds) -> dict[str, float]:
 
 
 def _tiny_ratio(area: float, threshold: float) -> float:
-    if threshold <= 0:  # off
-        return 0.0 if not math.isnan(area) else math.nan
-    return threshold / area if area > 0 else (math.inf if area == 0 else math.nan)
+    """``threshold / area`` (>= 1: at most the threshold), finite: an empty matte counts as
+    :data:`AREA_FLOOR`; 0 when the threshold is 0 (off)."""
+    if math.isnan(area) or threshold <= 0:
+        return area * 0.0  # NaN stays NaN
+    return threshold / max(area, AREA_FLOOR)
 
 
 def flags(signals: Signals, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> list[str]:
