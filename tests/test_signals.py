@@ -7,6 +7,7 @@ import io
 import math
 import shutil
 
+import imagecodecs
 import numpy as np
 import pandas as pd
 import pytest
@@ -158,7 +159,9 @@ def encoded(alpha: np.ndarray, fmt: str) -> bytes:
         Image.fromarray(a8, "L").convert("RGB").save(buffer, fmt)
     else:
         rgba = np.dstack([np.full_like(a8, 200)] * 3 + [a8])
-        Image.fromarray(rgba, "RGBA").save(buffer, fmt)
+        Image.fromarray(rgba, "RGBA").save(
+            buffer, fmt, **({"lossless": True} if fmt == "WEBP" else {})
+        )
     return buffer.getvalue()
 
 
@@ -170,6 +173,17 @@ def test_measured_from_an_encoded_cutouts_alpha_and_never_from_one_without(tmp_p
     )
     assert from_png.pieces == 2 and from_png.area == pytest.approx(measure(alpha).area, rel=0.02)
     assert measure_encoded(encoded(alpha, "JPEG")) is None
+    # grey + alpha, 16-bit and WebP cut-outs measure alike; an opaque PNG has no alpha
+    a8 = (alpha * 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(np.dstack([a8, a8]), "LA").save(buffer, "PNG")
+    wide = imagecodecs.png_encode(np.dstack([(alpha * 65535).astype(np.uint16)] * 4))
+    for data in (buffer.getvalue(), wide, encoded(alpha, "WEBP")):
+        other = measure_encoded(data)
+        assert other.pieces == 2 and other.area == pytest.approx(from_png.area, abs=0.002)
+    opaque = io.BytesIO()
+    Image.fromarray(a8, "L").convert("RGB").save(opaque, "PNG")
+    assert measure_encoded(opaque.getvalue()) is None
     path = tmp_path / "cut.png"
     path.write_bytes(encoded(alpha, "PNG"))
     assert measure_output(path, Variant("cut")).pieces == 2

@@ -68,6 +68,7 @@ MIN_PIECE = 0.01
 RISK_FLAGS = ("see-through", "tiny", "fills-frame", "tiers-disagree")
 _EIGHT = np.ones((3, 3), dtype=bool)
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: Areas below this count as this in ``risk`` (an empty matte ranks first, with a finite risk).
 AREA_FLOOR = 1e-4
 #: The flag names, in the order :func:`flags` lists them.
@@ -227,11 +228,28 @@ def risk(signals: Signals, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> float
 def measure_encoded(data: bytes) -> Signals | None:
     """The measures of an encoded image's alpha channel (a downloaded PNG or WebP cut-out);
     ``None`` when the image has no alpha to measure."""
-    with Image.open(io.BytesIO(data)) as image:
-        if "A" not in image.getbands() and "transparency" not in image.info:
-            return None
-        alpha = np.asarray(image.convert("RGBA").getchannel("A"))
+    alpha = _png_alpha(data) if data[:8] == _PNG_SIGNATURE else None
+    if alpha is None:
+        with Image.open(io.BytesIO(data)) as image:
+            if "A" not in image.getbands() and "transparency" not in image.info:
+                return None
+            alpha = np.asarray(image.convert("RGBA").getchannel("A"))
     return measure(alpha)
+
+
+def _png_alpha(data: bytes) -> np.ndarray | None:
+    """The alpha of an RGBA or grey+alpha PNG through libpng (imagecodecs: about twice as fast
+    as Pillow on a 12 MP cut-out); ``None`` for any other PNG (Pillow decides)."""
+    import imagecodecs
+
+    try:
+        pixels = imagecodecs.png_decode(data)
+    except Exception:  # imagecodecs raises its own error types; Pillow tries next
+        return None
+    if pixels.ndim != 3 or pixels.shape[2] not in (2, 4):
+        return None
+    alpha = pixels[..., -1]
+    return alpha if alpha.dtype == np.uint8 else alpha.astype(np.float32) / 65535.0
 
 
 def measure_output(path: str | os.PathLike[str], variant: Variant) -> Signals | None:
