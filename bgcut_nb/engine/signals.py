@@ -21,9 +21,10 @@ long side (a few milliseconds, whatever the photo's size):
     difference of their mattes; NaN when only one model's pass is at hand.
 
 :func:`flags` names the measures past their :class:`Thresholds`; :func:`risk` is one float
-ranking cut-outs (larger: more likely bad), at least 1 exactly when some flag is raised.
-``benchmarks/flags.py`` chooses the thresholds on half the benchmark photos and reports the
-other half.
+ranking cut-outs (larger: more likely bad): the sum of the :data:`RISK_FLAGS`' measures over
+their thresholds, so at least 1 whenever one of those flags is raised. The defaults are the
+thresholds ``benchmarks/flags.py`` chose on all its photos; it chooses them on half the
+photos and reports the other half.
 """
 
 from __future__ import annotations
@@ -66,13 +67,12 @@ MIN_PIECE = 0.01
 #: reported but left out: on the benchmark photos they did not rank bad cut-outs first
 #: (``benchmarks/flags.py`` prints each measure's rank correlation with the error).
 RISK_FLAGS = ("see-through", "tiny", "fills-frame", "tiers-disagree")
-_EIGHT = np.ones((3, 3), dtype=bool)
-
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: Areas below this count as this in ``risk`` (an empty matte ranks first, with a finite risk).
 AREA_FLOOR = 1e-4
 #: The flag names, in the order :func:`flags` lists them.
 FLAG_NAMES = ("see-through", "touches-edge", "tiny", "fills-frame", "fragmented", "tiers-disagree")
+_EIGHT = np.ones((3, 3), dtype=bool)
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclass(frozen=True)
@@ -108,13 +108,20 @@ class Signals:
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Where each flag starts: a measure above (below, for ``tiny``) its threshold."""
+    """Where each flag starts: a measure at or above its threshold (at or below, for
+    ``tiny``)."""
 
+    #: ``soft_share``: the share of the subject's interior that is half transparent
     see_through: float = 0.15
+    #: ``edge_touch``: the share of the frame's border that is subject
     touches_edge: float = 0.5
+    #: ``area`` at most this
     tiny: float = 0.02
+    #: ``area`` at least this
     fills_frame: float = 0.95
+    #: ``pieces``
     fragmented: float = 4
+    #: ``tier_gap``: the mean difference of the two models' mattes
     tiers_disagree: float = 0.3
 
 
