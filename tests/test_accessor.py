@@ -14,6 +14,7 @@ from bgcut_nb import ReuseCache, Variant
 from bgcut_nb.backends.local import LocalBackend
 from bgcut_nb.backends.remote import RemoteBackend
 from bgcut_nb.notebook.accessor import infer_image_col, resolve_backend
+from bgcut_nb.notebook.columns import SIGNAL_COLUMNS
 
 pytestmark = pytest.mark.usefixtures("bgcut_isolated_env")
 
@@ -48,7 +49,10 @@ def test_result_is_a_new_frame_with_the_documented_columns(photos, backend, tmp_
     assert list(out.columns) == [
         "title", "file", "n",
         "bgcut_unique_filename", "cut_url", "cut_path", "white_url", "white_path", "bgcut_error",
+        "bgcut_flags", "bgcut_risk", "bgcut_soft_share", "bgcut_edge_touch", "bgcut_area",
+        "bgcut_pieces", "bgcut_tier_gap",
     ]  # fmt: skip
+    assert list(SIGNAL_COLUMNS) == list(out.columns[-7:])
     assert (out["bgcut_error"] == "").all()
     for label, name in zip(out.index, df["file"], strict=True):
         assert Path(out.loc[label, "cut_path"]).name.startswith(Path(name).stem + "-")
@@ -167,7 +171,9 @@ def test_series_accessor_process_and_upload(photos, backend, tmp_path):
     out = s.bgcut.process(
         LOW_VARIANTS[:1], backend=backend, cache=cache, out_dir=tmp_path / "o", progress=False
     )
-    assert list(out.columns) == ["p", "bgcut_unique_filename", "cut_url", "cut_path", "bgcut_error"]
+    assert list(out.columns) == [
+        "p", "bgcut_unique_filename", "cut_url", "cut_path", "bgcut_error", *SIGNAL_COLUMNS
+    ]  # fmt: skip
     assert out.bgcut.stats["uploads"] == 0 and out.bgcut.stats["process_calls"] == 3
     assert out["bgcut_unique_filename"].iloc[:3].tolist() == ids.iloc[:3].tolist()
 
@@ -178,7 +184,7 @@ def test_empty_frames_and_bad_variants(tmp_path):
         LOW_VARIANTS[:1], image_col="path", out_dir=tmp_path / "o", progress=False
     )
     assert list(out.columns) == ["path", "bgcut_unique_filename", "cut_url", "cut_path",
-                                 "bgcut_error"]  # fmt: skip
+                                 "bgcut_error", *SIGNAL_COLUMNS]  # fmt: skip
     assert len(out) == 0 and out.bgcut.stats["rows"] == 0
     assert "nothing to preview" in out.bgcut.preview().children[0].value
     df = pd.DataFrame({"path": ["x.png"]})

@@ -14,6 +14,7 @@ from notebook_support import LOW_VARIANTS, make_photos
 from PIL import Image
 
 from bgcut_nb.cli import main
+from bgcut_nb.notebook.columns import SIGNAL_COLUMNS
 
 
 @pytest.fixture
@@ -44,9 +45,10 @@ def test_process_writes_the_same_columns_and_reuses_the_cache(job, capsys):
     table = pd.read_csv(out_dir / "results.csv", keep_default_na=False)
     assert list(table.columns) == [
         "sku", "image", "bgcut_unique_filename", "cut_url", "cut_path", "white_url",
-        "white_path", "bgcut_error",
+        "white_path", "bgcut_error", *SIGNAL_COLUMNS,
     ]  # fmt: skip
     assert table["bgcut_error"].tolist()[:3] == ["", "", ""]
+    assert table["bgcut_risk"].tolist()[3] == "" and float(table["bgcut_risk"][0]) >= 0
     assert table.loc[3, "bgcut_error"] == f"file not found: {csv.parent / 'img' / 'x.jpg'}"
     for path in table["cut_path"][:3]:
         assert Path(path).is_relative_to(out_dir.resolve() / "cut")
@@ -122,7 +124,7 @@ def test_a_table_with_a_header_and_no_rows_succeeds(job, capsys):
     assert len(table) == 0
     assert list(table.columns) == [
         "path", "bgcut_unique_filename", "cut_url", "cut_path", "white_url", "white_path",
-        "bgcut_error",
+        "bgcut_error", *SIGNAL_COLUMNS,
     ]  # fmt: skip
 
 

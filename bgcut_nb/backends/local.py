@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -39,7 +40,7 @@ from ..contract.wire import UPLOAD_LIFETIME
 from ..core.atomic import atomic_write_bytes, atomic_write_text
 from ..core.config import resolve_model_dir, resolve_storage_dir
 from ..engine.imaging import DEFAULT_MAX_PIXELS, DEFAULT_PROCESS_PIXELS, decode_image
-from ..engine.matting import TIER_MODELS, Cutout
+from ..engine.matting import QUALITIES, TIER_MODELS, Cutout
 
 __all__ = ["LocalBackend", "safe_filename"]
 
@@ -48,6 +49,8 @@ log = logging.getLogger(__name__)
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\Z")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _CHUNK = 1 << 16
+#: Beside each rendering's outputs: the quality measures of the matte it was rendered from.
+SIGNALS_FILE = "signals.json"
 #: Images are matted at no fewer pixels than this (small images: always at full size).
 _MIN_WORK_PIXELS = 1_000_000
 #: An autocropped variant is rendered from a crop of the frame; matting the frame at this many
@@ -206,11 +209,15 @@ class LocalBackend(Backend):
                 tiers = [v.quality for v in todo if budgets[v.quality] == budget]
                 found = self._cutouts(unique_filename, meta, tiers, budget, decoded)
                 cutouts.update({(quality, budget): cut for quality, cut in found.items()})
+            measured: dict[tuple[str, int], str] = {}
             for variant in todo:
                 path = paths[variant.variant_name]
+                key = (variant.quality, budgets[variant.quality])
                 if not self._reuse_output(path):  # an identical variant of this call made it
-                    cutout = cutouts[variant.quality, budgets[variant.quality]]
-                    atomic_write_bytes(path, self.engine.render(cutout, variant))
+                    atomic_write_bytes(path, self.engine.render(cutouts[key], variant))
+                if key not in measured:
+                    measured[key] = _signals_json(cutouts[key], _partner_pass(folder, key, cutouts))
+                atomic_write_text(path.parent / SIGNALS_FILE, measured[key])
         except FileNotFoundError:  # deleted meanwhile (expired and swept, or lost)
             raise NotFoundError() from None
         return ProcessResult(
@@ -356,6 +363,17 @@ class LocalBackend(Backend):
             return None
         return self.engine.cutout_from_pass(image, quality, prob, correction)
 
+    def output_signals(self, url: str, path: Any, variant: Variant) -> dict[str, Any] | None:
+        """Quality signals of an output, measured on the matte it was rendered from when it was
+        rendered (``signals.json`` beside it), else on the file's alpha."""
+        from ..engine.signals import Signals, assess, measure_output
+
+        try:
+            stored = json.loads((self._path_of(url).parent / SIGNALS_FILE).read_text())
+        except (NotFoundError, OSError, ValueError):  # expired, or made before signals were kept
+            return assess(measure_output(path, variant))
+        return assess(Signals.from_dict(stored))
+
     # -- fetching ------------------------------------------------------------------------------
 
     def _path_of(self, url: str) -> Path:
@@ -372,6 +390,39 @@ class LocalBackend(Backend):
         with path.open("rb") as fh:
             while chunk := fh.read(_CHUNK):
                 yield chunk
+
+
+def _partner_pass(
+    folder: Path, key: tuple[str, int], cutouts: dict[tuple[str, int], Cutout]
+) -> np.ndarray | None:
+    """The other model's raw pass on the same image, when at hand (this call's cut-outs or a
+    stored matte; never run for the purpose): u2netp's for a u2net tier and the reverse."""
+    quality = key[0]
+    others = [q for q in QUALITIES if TIER_MODELS[q] != TIER_MODELS[quality]]
+    for (other, _), cutout in cutouts.items():
+        if other in others and cutout.model_pass is not None:
+            return cutout.model_pass
+    for other in others:
+        for stored in sorted(folder.glob(f"matte-{other}*.npz")):
+            try:
+                with np.load(io.BytesIO(stored.read_bytes()), allow_pickle=False) as parts:
+                    return parts["model_pass"]
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+                continue
+    return None
+
+
+def _signals_json(cutout: Cutout, partner: np.ndarray | None) -> str:
+    """The measures of a cut-out's matte as JSON (``null``: not measured), with the tier gap
+    when the other model's pass is known and differs (it does not when a tier fell back)."""
+    from ..engine.signals import measure, tier_gap
+
+    gap = math.nan
+    own = cutout.model_pass
+    if partner is not None and own is not None and not np.array_equal(partner, own):
+        gap = tier_gap(own, partner)
+    measures = measure(cutout.alpha, gap=gap).to_dict()
+    return json.dumps({k: None if math.isnan(v) else v for k, v in measures.items()})
 
 
 def _tier_name(quality: str, budget: int) -> str:

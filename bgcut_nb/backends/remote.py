@@ -338,6 +338,13 @@ class RemoteBackend(Backend):
         )
         return self._stream(response, url)
 
+    def output_signals(self, url: str, path: Any, variant: Variant) -> dict[str, Any] | None:
+        """Quality signals measured here, on the downloaded file's alpha (the service sends
+        none): ``{}`` for outputs without alpha (JPEG, a background colour) or autocropped."""
+        from ..engine.signals import assess, measure_output
+
+        return assess(measure_output(path, variant))
+
     def close(self) -> None:
         self._session.close()
 

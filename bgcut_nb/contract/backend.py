@@ -143,6 +143,14 @@ class Backend(abc.ABC):
         """Stream an output URL to ``dest``, atomically."""
         return atomic_write_bytes(dest, self.iter_fetch(url))
 
+    def output_signals(
+        self, url: str, path: str | os.PathLike[str], variant: Variant
+    ) -> dict[str, Any] | None:
+        """Quality signals of one output just downloaded from ``url`` to ``path`` (see
+        ``bgcut_nb.engine.signals.assess``: the measures, ``flags`` and ``risk``; ``{}`` when
+        there is nothing to measure). ``None``: this backend does not measure outputs."""
+        return None
+
     def estimate_credits(self, variants: Iterable[Variant | Mapping[str, Any]]) -> float:
         """Credits one processing call with these variants costs."""
         return self.costs.process_cost(parse_variants(variants))

@@ -45,11 +45,13 @@ from .cache import ReuseCache, default_cache, sha256_bytes
 from .columns import (
     ERROR_COL,
     META_KEY,
+    SIGNAL_COLUMNS,
     UNIQUE_FILENAME_COL,
     ImageColumnError,
     check_image_col,
     frame_meta,
     infer_image_col,
+    signal_values,
 )
 
 __all__ = [
@@ -161,12 +163,16 @@ def _frame_from_result(
         out[f"{name}_url"] = [r.urls.get(name) for r in rows]
         out[f"{name}_path"] = [r.paths.get(name) for r in rows]
     out[ERROR_COL] = [r.error for r in rows]
+    variants = [v.to_dict() for v in result.variants]
+    values = [signal_values(variants, r.signals) for r in rows]
+    for column, dtype in SIGNAL_COLUMNS.items():
+        out[column] = pd.Series([v[column] for v in values], index=out.index, dtype=dtype)
     out.attrs[META_KEY] = {
         "image_col": image_col,
         "base_dir": str(base_dir) if base_dir is not None else None,
         "out_dir": str(out_dir),
         "backend": backend.identity,
-        "variants": [v.to_dict() for v in result.variants],
+        "variants": variants,
         "stats": result.stats.to_dict(),
     }
     return out

@@ -10,6 +10,7 @@ what has not started, lets running rows finish into the cache, and a re-run resu
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -52,6 +53,8 @@ __all__ = [
     "plural",
     "DEFAULT_OUT_DIR",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Where outputs go when no ``out_dir`` is given (relative to the current directory).
 DEFAULT_OUT_DIR = "bgcut-output"
@@ -97,6 +100,8 @@ class RowResult:
     urls: dict[str, str] = field(default_factory=dict)
     paths: dict[str, str] = field(default_factory=dict)
     error: str = ""
+    #: Each output's quality signals by variant name (see ``OutputRecord.signals``).
+    signals: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -321,6 +326,8 @@ class _Runner:
                 pending.append((variant, dest))
                 continue
             placed = _copy_intact(record, dest)
+            if placed.signals is None:  # cached before signals were kept: assess it now
+                placed = replace(placed, signals=self._signals(placed.url, dest, variant))
             if placed is not record:
                 self.cache.put_output(
                     image_sha, variant.cache_key(), self.identity, self.fingerprint, placed
@@ -328,6 +335,7 @@ class _Runner:
             row.paths[variant.variant_name] = placed.path
             row.urls[variant.variant_name] = placed.url
             row.unique_filename = row.unique_filename or placed.unique_filename
+            row.signals[variant.variant_name] = placed.signals or {}
             self._add(outputs_reused=1)
         if not pending:
             row.status = "cached"
@@ -476,6 +484,7 @@ class _Runner:
             sha256=sha256_file(dest),
             url=url,
             unique_filename=unique_filename,
+            signals=self._signals(url, dest, variant),
         )
         if self.cache is not None:
             key = variant.cache_key()
@@ -483,6 +492,16 @@ class _Runner:
             self.cache.forget_paid_output(image_sha, key, self.identity, self.fingerprint)
         row.paths[variant.variant_name] = record.path
         row.urls[variant.variant_name] = url
+        row.signals[variant.variant_name] = record.signals or {}
+
+    def _signals(self, url: str, dest: Path, variant: Variant) -> dict[str, Any]:
+        """The output's quality signals from the backend (``{}`` when it measures none); a
+        failure to measure is logged and never fails the row."""
+        try:
+            return dict(self.backend.output_signals(url, dest, variant) or {})
+        except Exception as exc:  # a bad measurement must not lose a paid output
+            log.warning("could not measure the quality signals of %s: %s", dest, exc)
+            return {}
 
     def upload_row(self, value: object) -> RowResult:
         data, stem, _ = _read_source(value, self.base_dir)

@@ -84,6 +84,9 @@ class OutputRecord:
     sha256: str
     url: str = ""
     unique_filename: str = ""
+    #: Quality signals of the output (``Backend.output_signals``: measures, ``flags``,
+    #: ``risk``); ``{}``: nothing to measure; ``None``: not assessed yet.
+    signals: dict[str, Any] | None = None
 
     def is_intact(self) -> bool:
         """Whether the file is still there with the same size and bytes."""

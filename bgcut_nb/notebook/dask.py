@@ -36,7 +36,13 @@ from ..contract.backend import Backend
 from ..contract.variants import Variant, parse_variants
 from .batch import DEFAULT_OUT_DIR, Errors
 from .cache import ReuseCache
-from .columns import META_KEY, check_image_col, infer_image_col, output_columns
+from .columns import (
+    META_KEY,
+    SIGNAL_COLUMNS,
+    check_image_col,
+    infer_image_col,
+    output_columns,
+)
 
 __all__ = ["BgcutDaskAccessor", "process_partition"]
 
@@ -94,7 +100,7 @@ def process_partition(
 def _meta(frame: pd.DataFrame, names: list[str]) -> pd.DataFrame:
     meta = frame.iloc[:0].copy()
     for column in output_columns(names):
-        meta[column] = pd.Series(dtype=object)
+        meta[column] = pd.Series(dtype=SIGNAL_COLUMNS.get(column, object))
     return meta
 
 
