@@ -133,17 +133,17 @@ def test_images_are_real_pixels_over_checkerboard_and_flat_colour(tmp_path):
     frame = hand_made(tmp_path, rows=1)
     w = frame.bgcut.review(cache=False)
     checker = pixels(w.images["checkerboard"])
-    assert checker.shape == (160, 320, 3)  # a 320 px thumbnail, not the full file
-    left, right = checker[:, :150], checker[:, 170:]
+    assert checker.shape == (144, 288, 3)  # a 288 px thumbnail, not the full file
+    left, right = checker[:, :136], checker[:, 152:]
     assert {tuple(c) for c in left.reshape(-1, 3)} == {CHECKER_LIGHT, CHECKER_DARK}
     assert (right == [255, 0, 0]).all()
     flat = pixels(w.images["colour"])
     colour = tuple(int(FLAT_COLOUR[i : i + 2], 16) for i in (1, 3, 5))
-    assert (flat[:, :150] == colour).all() and (flat[:, 170:] == [255, 0, 0]).all()
+    assert (flat[:, :136] == colour).all() and (flat[:, 152:] == [255, 0, 0]).all()
     w.colour.value = "#203040"
-    assert (pixels(w.images["colour"])[:, :150] == [32, 48, 64]).all()
+    assert (pixels(w.images["colour"])[:, :136] == [32, 48, 64]).all()
     original = pixels(w.images["original"])
-    assert original.shape == (160, 320, 3) and abs(int(original[80, 80, 1]) - 120) < 8
+    assert original.shape == (144, 288, 3) and abs(int(original[70, 70, 1]) - 120) < 8
     state = json.dumps(embed_data(views=[w])["manager_state"])
     assert "bgcut-review" in state and "KeyboardEvent" not in state
 
@@ -157,7 +157,7 @@ def test_missing_output_and_unreadable_image_show_placeholders(tmp_path):
     assert w.current == "r1"
     assert "not saved" in w.position.value and "gone.jpg" in w.note.value
     for name in ("original", "checkerboard", "colour"):
-        assert pixels(w.images[name]).shape[1] == 320  # a placeholder image, never empty bytes
+        assert pixels(w.images[name]).shape[1] == 288  # a placeholder image, never empty bytes
     w.reject()  # decided in the widget, nothing to key it by in the cache
     assert w.frame.loc["r1", REVIEW_COL] == "rejected"
     assert ReuseCache(tmp_path / "cache").reviews() == []

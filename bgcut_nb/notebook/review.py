@@ -89,8 +89,8 @@ SKIPPED_COL = "bgcut_skipped"
 DRAFT_MAX_PIXELS = 250_000
 #: Default flat colour behind the cut-out (chroma green: halos and leftovers stand out).
 FLAT_COLOUR = "#00b140"
-#: Long side of the review's images, in pixels.
-REVIEW_SIZE = 320
+#: Long side of the review's images, in pixels (three side by side fit a 1024 px window).
+REVIEW_SIZE = 288
 
 _KEYS = {
     "a": "approve",
@@ -103,7 +103,11 @@ _KEYS = {
     "ArrowLeft": "previous",
     "ArrowUp": "previous",
 }
-_DECISION_COLOURS = {"approved": "#1b7f3b", "rejected": "#b00020"}
+#: JupyterLab's theme colours (readable in light and dark themes), with fallbacks elsewhere.
+_DECISION_COLOURS = {
+    "approved": "var(--jp-success-color1, #1b7f3b)",
+    "rejected": "var(--jp-error-color1, #b00020)",
+}
 
 
 # -- order, hashes and decisions -------------------------------------------------------------
@@ -476,7 +480,7 @@ class ReviewWidget(widgets.VBox):
         pos = self._order[self._index]
         row = self._source.iloc[pos]
         label = row_label(self._source.index[pos], row[self._col])
-        parts = [f"{self._index + 1:,} of {len(self._order):,}", html.escape(label)]
+        parts = [f"row {self._index + 1:,} of {len(self._order):,}: {html.escape(label)}"]
         risk = _risk(row.get(RISK_COL))
         if risk is not None:
             parts.append(f"risk {risk:.2f}")
