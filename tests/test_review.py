@@ -20,6 +20,7 @@ import pytest
 from ipywidgets.embed import embed_data
 from notebook_support import local_backend, make_photos
 from PIL import Image
+from test_notebooks import workspace  # noqa: F401 - a fixture
 
 import bgcut_nb  # noqa: F401 - registers the accessors
 from bgcut_nb import ReuseCache
@@ -220,6 +221,7 @@ def test_reviews_survive_the_size_limit_and_clear(tmp_path):
     cache.put_review("ab" * 32, "cut", "approved", image="x.jpg")
     for i in range(3000):  # far past the size limit: uploads are evicted, decisions are not
         cache.put_upload("local:x", "-", f"{i:064d}", f"u{i}" * 20)
+    assert cache.stats()["uploads"] < 3000 and cache.stats()["reviews"] == 1
     assert cache.clear() > 0
     assert ReuseCache(tmp_path / "c").get_review("ab" * 32, "cut") == "approved"
     with pytest.raises(ValueError):
@@ -307,3 +309,41 @@ def test_only_approved_rows_are_paid_for_at_full_size(tmp_path, bgcut_engine):
     assert KEY.encode() not in b"".join(
         p.read_bytes() for p in (tmp_path / "cache").rglob("*") if p.is_file()
     )
+
+
+def test_review_notebook_keeps_decisions_and_pays_for_approved_rows(workspace):  # noqa: F811
+    """notebooks/review.ipynb re-opened with decisions saved earlier (same cache folder)."""
+    from test_notebooks import WIDGET_MIME, execute, outputs_of
+
+    cache = ReuseCache(workspace / "cache")
+    saved = {"astronaut.png": "approved", "chelsea.png": "rejected", "coffee.png": "approved"}
+    for name, decision in saved.items():
+        cache.put_review(cache.file_sha256(workspace / "data" / name), "cutout", decision)
+    cache.close()
+    probe = """import json, sys
+from PIL import Image
+def size(p):
+    with Image.open(p) as img:
+        return list(img.size)
+print(json.dumps({
+    "executable": sys.executable,
+    "current": int(w.current),
+    "review": final["bgcut_review"].tolist(),
+    "skipped": final["bgcut_skipped"].tolist(),
+    "draft_sizes": [size(p) for p in draft["cutout_path"]],
+    "final_sizes": [size(p) if isinstance(p, str) else None for p in final["cutout_path"]],
+    "stats": final.bgcut.stats,
+}))"""
+    nb, report = execute(workspace, "review", probe)
+    assert report["current"] == 3  # the widget opens at the first undecided row
+    assert report["review"] == ["approved", "rejected", "approved", ""]
+    assert report["skipped"][0] == "" and report["skipped"][1].startswith("not approved: rejected")
+    assert report["skipped"][3] == "not approved: undecided (review of 'cutout')"
+    assert report["draft_sizes"][0] == [500, 500]  # 512x512 capped at 0.25 MP
+    assert report["final_sizes"] == [[512, 512], None, [600, 400], None]
+    assert report["stats"]["done"] == 2 and report["stats"]["skipped"] == 2
+    assert any(WIDGET_MIME in o.get("data", {}) for o in outputs_of(nb, "w = draft.bgcut"))
+    estimate = outputs_of(nb, "draft.bgcut.estimate_credits")[0]["data"]["text/plain"]
+    assert estimate == "{'approved': 4.0, 'all': 8.0, 'approved_rows': 2, 'rows': 4}"
+    decisions = pd.read_csv(workspace / "output" / "review-decisions.csv", keep_default_na=False)
+    assert decisions["bgcut_review"].tolist() == report["review"]

@@ -379,7 +379,8 @@ class ReuseCache:
         return pd.DataFrame(self.entries(), columns=columns)
 
     def stats(self) -> dict[str, Any]:
-        """Directory, size on disk, limit, entry counts by kind and this object's counters."""
+        """Directory, size on disk, limit, entry counts by kind (review decisions too) and this
+        object's counters."""
         kinds = Counter(entry["kind"] for entry in self.entries())
         return {
             "directory": str(self.directory),
@@ -387,6 +388,7 @@ class ReuseCache:
             "size_limit": int(self._cache.size_limit),
             "uploads": kinds[_UPLOAD],
             "outputs": kinds[_OUTPUT],
+            "reviews": len(self._reviews),
             **{name: self.counters[name] for name in sorted(self.counters)},
         }
 
