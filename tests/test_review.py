@@ -347,3 +347,27 @@ print(json.dumps({
     assert estimate == "{'approved': 4.0, 'all': 8.0, 'approved_rows': 2, 'rows': 4}"
     decisions = pd.read_csv(workspace / "output" / "review-decisions.csv", keep_default_na=False)
     assert decisions["bgcut_review"].tolist() == report["review"]
+
+
+def test_command_line_drafts_then_processes_only_approved_rows(tmp_path, capsys):
+    photos = make_photos(tmp_path / "p", 3, size=(800, 600))
+    pd.DataFrame({"path": [p.name for p in photos]}).to_csv(tmp_path / "p" / "images.csv")
+    (tmp_path / "variants.json").write_text(json.dumps([CUT]))
+    argv = ["process", str(tmp_path / "p" / "images.csv"), "--variants"]
+    argv += [str(tmp_path / "variants.json"), "--out", str(tmp_path / "out"), "--no-progress"]
+    assert main([*argv, "--draft"]) == 0
+    drafts = pd.read_csv(tmp_path / "out-draft" / "results.csv")
+    with Image.open(drafts.loc[0, "cut_path"]) as img:
+        assert img.size == (577, 433)  # 800x600 within 0.25 MP
+    cache = ReuseCache(tmp_path / "cache")  # BGCUT_CACHE_DIR of bgcut_isolated_env
+    cache.put_review(cache.file_sha256(photos[1]), "cut", "approved")
+    cache.put_review(cache.file_sha256(photos[2]), "cut", "rejected")
+    capsys.readouterr()
+    assert main([*argv, "--only", "approved"]) == 0
+    err = capsys.readouterr().err
+    assert "1 rows: 1 done" in err and "2 skipped (not approved)" in err
+    final = pd.read_csv(tmp_path / "out" / "results.csv", keep_default_na=False)
+    assert final["bgcut_review"].tolist() == ["", "approved", "rejected"]
+    assert [bool(p) for p in final["cut_path"]] == [False, True, False]
+    with Image.open(final.loc[1, "cut_path"]) as img:
+        assert img.size == (800, 600)

@@ -4,6 +4,8 @@ Same columns, cache and progress as ``df.bgcut.process``. Relative image paths r
 the input file's directory unless ``--base-dir`` says otherwise. The API key is read from
 ``BGCUT_API_KEY`` only (never a command-line argument, which other users could see).
 Exit status: 0 when every row succeeded, 1 when any row failed or the batch stopped early.
+``--draft`` and ``--only approved`` are ``process(..., draft=True)`` and ``only="approved"``
+(see :mod:`bgcut_nb.notebook.review`); draft results default to ``OUT-draft/results.csv``.
 """
 
 from __future__ import annotations
@@ -64,6 +66,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="coerce: record a bad row's error and carry on; raise: stop at the first",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--draft",
+        action="store_true",
+        help="review drafts: the local engine, at most 0.25 MP, into OUT-draft",
+    )
+    parser.add_argument(
+        "--only",
+        choices=("approved",),
+        help="process only rows approved in review (the others are listed as skipped)",
+    )
 
 
 PARQUET_HINT = (
@@ -140,7 +152,12 @@ def run(args: argparse.Namespace) -> int:
     if args.backend == "remote" and resolve_api_key() is None:
         print("bgcut-nb process: --backend remote needs BGCUT_API_KEY to be set", file=sys.stderr)
         return 2
-    output = args.output or (args.out / "results.csv")
+    if args.draft:
+        from bgcut_nb.notebook.review import draft_dir
+
+        output = args.output or (draft_dir(args.out) / "results.csv")
+    else:
+        output = args.output or (args.out / "results.csv")
     base_dir = args.base_dir or args.input.resolve().parent
     cache = False if args.no_cache else args.cache_dir
     status = 0
@@ -157,6 +174,8 @@ def run(args: argparse.Namespace) -> int:
                 progress=not args.no_progress,
                 cache=cache,
                 base_dir=base_dir,
+                draft=args.draft,
+                only=args.only,
             )
         except BatchError as exc:
             print(f"bgcut-nb process: {exc}", file=sys.stderr)
@@ -182,7 +201,9 @@ def report(result, output: Path) -> int:
     print(
         f"{stats.get('rows', 0)} rows: {stats.get('done', 0)} done, "
         f"{stats.get('cached', 0)} cached, {stats.get('failed', 0)} failed, "
-        f"{stats.get('not_attempted', 0)} not attempted; {stats.get('uploads', 0)} uploads, "
+        f"{stats.get('not_attempted', 0)} not attempted"
+        + (f", {stats['skipped']} skipped (not approved)" if "skipped" in stats else "")
+        + f"; {stats.get('uploads', 0)} uploads, "
         f"{stats.get('process_calls', 0)} process calls; results: {output}",
         file=sys.stderr,
     )
