@@ -91,7 +91,7 @@ def test_review_keyboard_in_jupyterlab(chromium: Path, jupyterlab: Lab):  # noqa
             page.keyboard.press(" ")  # skip to row 0
             page.keyboard.press("r")
             expect(progress).to_contain_text("2 of 3 reviewed, 1 rejected")
-            expect(review).to_contain_text("row 3 of 3: 0 · photo0.jpg")
+            expect(review).to_contain_text("row 3 of 3 (the last): 0 · photo0.jpg")
             assert book.locator(".jp-Cell").count() == cells  # no key reached JupyterLab
             review.screenshot(path=shots / "review.png")
 

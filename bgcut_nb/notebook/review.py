@@ -480,7 +480,8 @@ class ReviewWidget(widgets.VBox):
         pos = self._order[self._index]
         row = self._source.iloc[pos]
         label = row_label(self._source.index[pos], row[self._col])
-        parts = [f"row {self._index + 1:,} of {len(self._order):,}: {html.escape(label)}"]
+        last = " (the last)" if self._index == len(self._order) - 1 else ""
+        parts = [f"row {self._index + 1:,} of {len(self._order):,}{last}: {html.escape(label)}"]
         risk = _risk(row.get(RISK_COL))
         if risk is not None:
             parts.append(f"risk {risk:.2f}")
