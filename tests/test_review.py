@@ -371,3 +371,28 @@ def test_command_line_drafts_then_processes_only_approved_rows(tmp_path, capsys)
     assert [bool(p) for p in final["cut_path"]] == [False, True, False]
     with Image.open(final.loc[1, "cut_path"]) as img:
         assert img.size == (800, 600)
+
+
+def test_only_approved_with_errors_raise_keeps_every_row_in_the_error_frame(tmp_path, bgcut_engine):
+    photos = make_photos(tmp_path / "p", 2)
+    df = pd.DataFrame(
+        {
+            "path": [str(photos[0]), str(tmp_path / "gone.jpg"), str(photos[1])],
+            "bgcut_review": ["rejected", "approved", None],  # decided in pandas
+        }
+    )
+    with pytest.raises(bgcut_nb.BatchError, match="row 1 failed") as info:
+        df.bgcut.process(
+            [CUT], backend=bgcut_engine, only="approved", errors="raise", progress=False,
+            out_dir=tmp_path / "out",
+        )  # fmt: skip
+    frame = info.value.frame
+    assert list(frame.index) == [0, 1, 2]
+    assert frame.loc[1, "bgcut_error"].startswith("file not found")
+    assert frame["bgcut_skipped"].tolist() == [
+        "not approved: rejected (review of 'cut')",
+        "",
+        "not approved: undecided (review of 'cut')",
+    ]
+    with pytest.raises(ValueError, match="only must be"):
+        df.bgcut.process([CUT], backend=bgcut_engine, only="rejected", progress=False)
