@@ -6,6 +6,8 @@ the input file's directory unless ``--base-dir`` says otherwise. The API key is 
 Exit status: 0 when every row succeeded, 1 when any row failed or the batch stopped early, 2 on
 usage errors (found before any row is processed), 130 after Ctrl-C (the rows finished so far are
 written to the results table; running the same command again resumes from the cache).
+``--draft`` and ``--only approved`` are ``process(..., draft=True)`` and ``only="approved"``
+(see :mod:`bgcut_nb.notebook.review`); draft results default to ``OUT-draft/results.csv``.
 """
 
 from __future__ import annotations
@@ -75,6 +77,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="coerce: record a bad row's error and carry on; raise: stop at the first",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--draft",
+        action="store_true",
+        help="review drafts: the local engine, at most 0.25 MP, into OUT-draft",
+    )
+    parser.add_argument(
+        "--only",
+        choices=("approved",),
+        help="process only rows approved in review (the others are listed as skipped)",
+    )
 
 
 #: Results tables by suffix: (format, module it needs or ``None``, extra that installs it).
@@ -191,7 +203,12 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError, BgcutError) as exc:
         print(f"bgcut-nb process: bad --variants file {args.variants}: {exc}", file=sys.stderr)
         return 2
-    output = args.output or (args.out / "results.csv")
+    if args.draft:
+        from bgcut_nb.notebook.review import draft_dir
+
+        output = args.output or (draft_dir(args.out) / "results.csv")
+    else:
+        output = args.output or (args.out / "results.csv")
     problem = _table_problems(args, output)
     if problem:
         print(f"bgcut-nb process: {problem}", file=sys.stderr)
@@ -220,6 +237,8 @@ def run(args: argparse.Namespace) -> int:
                 progress=not args.no_progress,
                 cache=cache,
                 base_dir=base_dir,
+                draft=args.draft,
+                only=args.only,
             )
         except BatchError as exc:
             print(f"bgcut-nb process: {exc}", file=sys.stderr)
@@ -267,7 +286,9 @@ def report(result, output: Path) -> int:
     print(
         f"{plural(stats.get('rows', 0), 'row')}: {stats.get('done', 0)} done, "
         f"{stats.get('cached', 0)} cached, {stats.get('failed', 0)} failed, "
-        f"{stats.get('not_attempted', 0)} not attempted; {stats.get('uploads', 0)} uploads, "
+        f"{stats.get('not_attempted', 0)} not attempted"
+        + (f", {stats['skipped']} skipped (not approved)" if "skipped" in stats else "")
+        + f"; {stats.get('uploads', 0)} uploads, "
         f"{stats.get('process_calls', 0)} process calls; results: {output}",
         file=sys.stderr,
     )

@@ -22,8 +22,9 @@ import tempfile
 import threading
 import warnings
 from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 
@@ -36,6 +37,7 @@ from .batch import (
     BatchError,
     BatchResult,
     Errors,
+    RowResult,
     _read_source,
     _RowError,
     run_batch,
@@ -68,6 +70,8 @@ __all__ = [
 
 BackendLike = Backend | str | None
 CacheLike = ReuseCache | str | os.PathLike[str] | bool | None
+#: ``process(..., only="approved")``: which rows to process (``None``: all).
+Only = Literal["approved"] | None
 
 #: Rows an estimate lists by name when it warns about rows that will fail (the rest are counted).
 _LISTED_ROWS = 5
@@ -191,6 +195,80 @@ def _image_col(frame: pd.DataFrame, image_col: Hashable | None) -> Hashable | No
         raise
 
 
+def _draft_backend(backend: BackendLike, cache: CacheLike) -> Backend:
+    """The local engine for drafts: ``None``/``"auto"``/``"local"`` or a local ``Backend``."""
+    if isinstance(backend, str) or backend is None:
+        if backend in (None, "auto", "local"):
+            return resolve_backend("local", cache=cache)
+    elif backend.identity.startswith("local:"):
+        return backend
+    raise ValueError(
+        "bgcut: draft=True renders on the local engine, free of charge; leave backend out "
+        "(or pass 'local'), and pass the API backend to the final call"
+    )
+
+
+@dataclass(frozen=True)
+class _Selection:
+    """The rows ``only="approved"`` processes (positions in the frame) and why the rest not."""
+
+    keep: list[int]
+    items: list[tuple[Hashable, object]]
+    decisions: list[str]
+    skipped: list[str]
+
+
+def _select(
+    frame: pd.DataFrame,
+    col: Hashable,
+    items: list[tuple[Hashable, object]],
+    variants: Any,
+    only: Only,
+    review_variant: str | None,
+    base: Path | None,
+    store: ReuseCache | None,
+) -> _Selection | None:
+    if only is None:
+        return None
+    if only != "approved":
+        raise ValueError("only must be None or 'approved'")
+    from .review import review_decisions, skip_reasons
+
+    name = review_variant or parse_variants(variants)[0].variant_name
+    values = [value for _, value in items]
+    decisions = review_decisions(frame, values, name, base_dir=base, cache=store)
+    keep = [pos for pos, decision in enumerate(decisions) if decision == "approved"]
+    return _Selection(keep, [items[p] for p in keep], decisions, skip_reasons(decisions, name))
+
+
+def _finish(
+    frame: pd.DataFrame,
+    result: BatchResult,
+    selection: _Selection | None,
+    draft: bool,
+    kwargs: dict[str, Any],
+) -> pd.DataFrame:
+    """The result frame; with a selection, skipped rows in place (empty outputs, a reason)."""
+    from .review import DRAFT_MAX_PIXELS, REVIEW_COL, SKIPPED_COL
+
+    if selection is not None:
+        rows = [RowResult() for _ in range(len(frame))]
+        for pos, row in zip(selection.keep, result.rows, strict=True):
+            rows[pos] = row
+        result = replace(result, rows=rows)
+    out = _frame_from_result(frame, result, **kwargs)
+    meta = out.attrs[META_KEY]
+    if draft:
+        meta["draft"] = {"max_resolution": DRAFT_MAX_PIXELS}
+    if selection is not None:
+        if REVIEW_COL not in out.columns:
+            out[REVIEW_COL] = selection.decisions
+        out[SKIPPED_COL] = selection.skipped
+        meta["only"] = "approved"
+        meta["stats"]["skipped"] = len(frame) - len(selection.keep)
+    return out
+
+
 class _Common:
     def _items(self, column: pd.Series) -> list[tuple[Hashable, object]]:
         return list(zip(column.index, column.tolist(), strict=True))
@@ -270,6 +348,9 @@ class BgcutFrameAccessor(_Common):
         progress: bool = True,
         cache: CacheLike = None,
         base_dir: str | os.PathLike[str] | None = None,
+        draft: bool = False,
+        only: Only = None,
+        review_variant: str | None = None,
     ) -> pd.DataFrame:
         """Render every row's image into every variant; returns a new DataFrame.
 
@@ -283,17 +364,32 @@ class BgcutFrameAccessor(_Common):
         :class:`~bgcut_nb.notebook.batch.BatchError` (its ``.frame`` holds the finished rows);
         Ctrl-C raises ``KeyboardInterrupt`` with the same ``.frame`` (the rows so far). An
         ``out_dir`` that is a file is refused before any row is processed.
+
+        ``draft=True`` renders review drafts: the local engine (whatever the API key), every
+        variant capped at 0.25 MP, into ``<out_dir>-draft`` (:mod:`~bgcut_nb.notebook.review`).
+        ``only="approved"`` processes only rows whose ``bgcut_review`` is ``"approved"`` (the
+        frame's column, else the cache's decisions on ``review_variant``, default the first
+        variant); the other rows keep their place with empty outputs, ``bgcut_error`` ``""``
+        and the reason in ``bgcut_skipped``.
         """
+        from .review import draft_dir, draft_variants
+
         frame = self._frame
         col = _image_col(frame, image_col)
-        engine = resolve_backend(backend, cache=cache)
+        if draft:
+            engine, variants = _draft_backend(backend, cache), draft_variants(variants)
+            target = draft_dir(out_dir)
+        else:
+            engine = resolve_backend(backend, cache=cache)
+            target = Path(out_dir).expanduser().resolve()
         store = resolve_cache(cache)
-        target = Path(out_dir).expanduser().resolve()
         base = Path(base_dir).expanduser().resolve() if base_dir is not None else None
         kwargs = dict(image_col=col, out_dir=target, base_dir=base, backend=engine)
+        items = self._items(frame[col]) if col is not None else []
+        selection = _select(frame, col, items, variants, only, review_variant, base, store)
         try:
             result = run_batch(
-                self._items(frame[col]) if col is not None else [],
+                selection.items if selection else items,
                 variants,
                 backend=engine,
                 out_dir=target,
@@ -305,9 +401,9 @@ class BgcutFrameAccessor(_Common):
             )
         except (BatchError, KeyboardInterrupt) as exc:  # Ctrl-C: the rows so far, too
             if getattr(exc, "result", None) is not None:
-                exc.frame = _frame_from_result(frame, exc.result, **kwargs)
+                exc.frame = _finish(frame, exc.result, selection, draft, kwargs)
             raise
-        return _frame_from_result(frame, result, **kwargs)
+        return _finish(frame, result, selection, draft, kwargs)
 
     def estimate_credits(
         self,
@@ -316,15 +412,40 @@ class BgcutFrameAccessor(_Common):
         backend: BackendLike = None,
         cache: CacheLike = None,
         base_dir: str | os.PathLike[str] | None = None,
-    ) -> float:
+        only: Only = None,
+        review_variant: str | None = None,
+    ) -> float | dict[str, Any]:
         """Credits ``process`` would spend: rows whose outputs are cached and intact are free,
         and rows that cannot be read, are not PNG/JPEG/WebP or are over the backend's input
         limit (64 MP, read from the header) cost nothing (they fail before any charge); an
-        :class:`EstimateWarning` names those rows."""
+        :class:`EstimateWarning` names those rows.
+
+        With ``only="approved"`` (as in ``process``), a dict: ``approved`` (credits for the
+        approved rows), ``all`` (for the whole table), ``approved_rows`` and ``rows``."""
         frame = self._frame
         col = _image_col(frame, image_col)
         column = frame[col] if col is not None else pd.Series([], dtype=object)
-        return self._estimate(column, variants, backend=backend, cache=cache, base_dir=base_dir)
+        options = dict(backend=backend, cache=cache, base_dir=base_dir)
+        whole = self._estimate(column, variants, **options)
+        if only is None or col is None:
+            return (
+                whole
+                if only is None
+                else {"approved": whole, "all": whole, "approved_rows": 0, "rows": 0}
+            )
+        base = Path(base_dir).expanduser().resolve() if base_dir is not None else None
+        items = self._items(frame[col])
+        store = resolve_cache(cache)
+        selection = _select(frame, col, items, variants, only, review_variant, base, store)
+        with warnings.catch_warnings():  # the whole table's estimate has named them already
+            warnings.simplefilter("ignore", EstimateWarning)
+            subset = self._estimate(frame[col].iloc[selection.keep], variants, **options)
+        return {
+            "approved": subset,
+            "all": whole,
+            "approved_rows": len(selection.keep),
+            "rows": len(frame),
+        }
 
     @property
     def stats(self) -> dict[str, Any]:
@@ -344,6 +465,32 @@ class BgcutFrameAccessor(_Common):
         from .widgets import gallery
 
         return gallery(self._frame, variant, **options)
+
+    def review(self, variant: str | None = None, *, cache: CacheLike = None, **options: Any):
+        """Approve or reject each row's ``variant`` output, worst first, by button or key
+        (:class:`.review.ReviewWidget`); decisions are saved in the reuse cache as you go and
+        ``widget.frame`` has them in ``bgcut_review``."""
+        from .review import ReviewWidget
+
+        return ReviewWidget(self._frame, variant, cache=resolve_cache(cache), **options)
+
+    def reviewed(
+        self,
+        variant: str | None = None,
+        *,
+        image_col: Hashable | None = None,
+        base_dir: str | os.PathLike[str] | None = None,
+        cache: CacheLike = None,
+    ) -> pd.DataFrame:
+        """This frame with ``bgcut_review`` read from the reuse cache (decisions on
+        ``variant``, default the first variant, by image content): a restarted kernel gets
+        them back; ``.to_csv(...)`` exports them."""
+        from .review import reviewed
+
+        store = resolve_cache(cache)
+        if store is None:
+            raise ValueError("bgcut: decisions live in the reuse cache; cache=False has none")
+        return reviewed(self._frame, variant, cache=store, image_col=image_col, base_dir=base_dir)
 
 
 @pd.api.extensions.register_series_accessor("bgcut")

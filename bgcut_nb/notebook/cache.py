@@ -19,6 +19,12 @@ A :class:`ReuseCache` is a :class:`diskcache.Cache` (one directory, set by an ar
   answer (or a killed kernel) repeats the very same request and is answered without a second
   charge, even when the upload entry has expired meanwhile. Kept at most
   :data:`~bgcut_nb.contract.wire.UPLOAD_LIFETIME` (the upload, and so the answer, is gone then).
+* **file hashes**: ``(path, size, mtime)`` -> SHA-256 of a file's bytes, so a table of image
+  paths is hashed once (for review decisions and the approved subset), not on every look.
+
+**Review decisions** (``"approved"`` / ``"rejected"``, by image SHA-256 and variant name) live
+in a store of their own in the ``reviews/`` subfolder: they are a person's work, so the size
+limit never evicts them and :meth:`ReuseCache.clear` keeps them unless asked for ``"review"``.
 
 Keys hold a one-way fingerprint of the API key, never the key; values hold file paths, sizes,
 hashes, ``unique_filename`` and output URLs, never a secret.
@@ -29,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -44,6 +51,7 @@ __all__ = [
     "OutputRecord",
     "DEFAULT_SIZE_LIMIT",
     "OUTPUT_URL_REUSE_TTL",
+    "REVIEW_DECISIONS",
     "sha256_bytes",
     "sha256_file",
 ]
@@ -58,6 +66,10 @@ _UPLOAD = "upload"
 _OUTPUT = "output"
 _PAID = "paid"
 _PENDING = "pending"
+_FILE = "file-sha256"
+_REVIEW = "review"
+#: The decisions a review records; ``""`` means undecided (or skipped).
+REVIEW_DECISIONS = ("approved", "rejected", "")
 _CHUNK = 1 << 20
 
 
@@ -118,6 +130,7 @@ class ReuseCache:
         self.upload_ttl = float(upload_ttl)
         self._cache = diskcache.Cache(str(self.directory), size_limit=int(size_limit))
         self._lock = threading.Lock()
+        self._review_store: diskcache.Cache | None = None
         self.counters: Counter[str] = Counter()
 
     def __repr__(self) -> str:
@@ -276,6 +289,90 @@ class ReuseCache:
         """Drop a pending call (its answer is recorded, or its upload is gone)."""
         self._cache.delete(self._pending_key(image_sha256, variants_key, identity, key_fingerprint))
 
+    # -- file hashes -------------------------------------------------------------------------
+    def file_sha256(self, path: str | os.PathLike[str]) -> str:
+        """SHA-256 of a file's bytes, remembered by (path, size, modification time).
+
+        ``OSError`` (missing, unreadable) propagates. A file rewritten in place with the same
+        size within the file system's timestamp resolution could be missed; outputs are
+        content-hashed where that matters.
+        """
+        resolved = os.path.abspath(path)
+        info = os.stat(resolved)
+        key = (_FILE, resolved, info.st_size, info.st_mtime_ns)
+        digest = self._cache.get(key)
+        if digest is None:
+            digest = sha256_file(resolved)
+            self._cache.set(key, digest)
+        return str(digest)
+
+    # -- review decisions ------------------------------------------------------------------------
+    @property
+    def _reviews(self) -> diskcache.Cache:
+        with self._lock:
+            if self._review_store is None:  # opened on first use; never evicted by size
+                self._review_store = diskcache.Cache(
+                    str(self.directory / "reviews"), eviction_policy="none"
+                )
+            return self._review_store
+
+    def put_review(
+        self,
+        image_sha256: str,
+        variant_name: str,
+        decision: str,
+        *,
+        variant_key: str = "",
+        image: str = "",
+    ) -> None:
+        """Record a decision on one image's variant (``""`` forgets it: undecided again).
+
+        ``variant_key`` (the canonical settings that were looked at, e.g. a draft's) and
+        ``image`` (the path or name it was seen under) are kept for the record only: the key is
+        the image's bytes and the variant's name, so a draft's decision holds for the final.
+        """
+        if decision not in REVIEW_DECISIONS:
+            raise ValueError(f"decision must be one of {REVIEW_DECISIONS}, got {decision!r}")
+        key = (_REVIEW, image_sha256, str(variant_name))
+        if not decision:
+            self._reviews.delete(key)
+            return
+        value = {
+            "decision": decision,
+            "variant_key": variant_key,
+            "image": image,
+            "decided_at": time.time(),
+        }
+        self._reviews.set(key, value)
+
+    def get_review(self, image_sha256: str, variant_name: str) -> str:
+        """The recorded decision (``"approved"``, ``"rejected"``), or ``""`` if none."""
+        value = self._reviews.get((_REVIEW, image_sha256, str(variant_name)))
+        return str(value["decision"]) if isinstance(value, dict) else ""
+
+    def reviews(self, variant_name: str | None = None) -> list[dict[str, Any]]:
+        """Every recorded decision (of one variant, if named), oldest first, as plain dicts:
+        ``image_sha256``, ``variant``, ``decision``, ``image``, ``variant_key``, ``decided_at``."""
+        rows = []
+        store = self._reviews
+        for key in store.iterkeys():
+            value = store.get(key)
+            if not (isinstance(key, tuple) and len(key) == 3 and isinstance(value, dict)):
+                continue
+            if variant_name is not None and key[2] != str(variant_name):
+                continue
+            rows.append(
+                {
+                    "image_sha256": key[1],
+                    "variant": key[2],
+                    "decision": value.get("decision", ""),
+                    "image": value.get("image", ""),
+                    "variant_key": value.get("variant_key", ""),
+                    "decided_at": value.get("decided_at"),
+                }
+            )
+        return sorted(rows, key=lambda row: row["decided_at"] or 0.0)
+
     # -- inspect and clear ---------------------------------------------------------------------
     def entries(self) -> list[dict[str, Any]]:
         """Every live entry as a plain dict (``kind`` is ``"upload"`` or ``"output"``)."""
@@ -331,7 +428,8 @@ class ReuseCache:
         return pd.DataFrame(self.entries(), columns=columns)
 
     def stats(self) -> dict[str, Any]:
-        """Directory, size on disk, limit, entry counts by kind and this object's counters."""
+        """Directory, size on disk, limit, entry counts by kind (review decisions too) and this
+        object's counters."""
         kinds = Counter(entry["kind"] for entry in self.entries())
         return {
             "directory": str(self.directory),
@@ -339,18 +437,22 @@ class ReuseCache:
             "size_limit": int(self._cache.size_limit),
             "uploads": kinds[_UPLOAD],
             "outputs": kinds[_OUTPUT],
+            "reviews": len(self._reviews),
             **{name: self.counters[name] for name in sorted(self.counters)},
         }
 
     def clear(self, kind: str | None = None) -> int:
         """Forget every entry, or only ``"upload"`` or ``"output"`` entries; returns the count.
 
-        Output files themselves are left where they are.
+        Output files themselves are left where they are. Review decisions are kept unless
+        ``kind="review"`` (which forgets them all).
         """
+        if kind == _REVIEW:
+            return int(self._reviews.clear())
         if kind is None:
             return int(self._cache.clear())
         if kind not in (_UPLOAD, _OUTPUT):
-            raise ValueError("kind must be 'upload', 'output' or None")
+            raise ValueError("kind must be 'upload', 'output', 'review' or None")
         removed = 0
         for key in list(self._cache.iterkeys()):
             if isinstance(key, tuple) and key and key[0] == kind:
@@ -360,6 +462,8 @@ class ReuseCache:
     def close(self) -> None:
         """Close the database handles (the cache reopens them on next use)."""
         self._cache.close()
+        if self._review_store is not None:
+            self._review_store.close()
 
     def __enter__(self) -> ReuseCache:
         return self

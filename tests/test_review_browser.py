@@ -1,0 +1,110 @@
+"""The review widget's keyboard in JupyterLab 4 (headless Chromium, the fixtures of
+``test_browser.py``): with the mouse over the widget, ``a`` / ``r`` / space / arrows / ``u``
+decide rows, and JupyterLab's own shortcuts (``a`` inserts a cell) never see them."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from test_browser import (  # noqa: F401 - chromium and jupyterlab are fixtures
+    ALL_CELLS_RAN,
+    CHROMIUM_ARGS,
+    RUN_TIMEOUT_MS,
+    Lab,
+    chromium,
+    jupyterlab,
+    screenshot_dir,
+    wait_for_kernel,
+)
+
+pytestmark = pytest.mark.browser
+
+#: Three rows with real files: photos and cut-outs (left half transparent), risk ranks row 1
+#: worst, then row 2, then row 0.
+SETUP = """\
+import numpy as np, pandas as pd
+from PIL import Image
+import bgcut_nb
+
+rows = []
+for i, risk in enumerate([0.2, 0.9, 0.5]):
+    Image.new("RGB", (400, 200), (10 + 60 * i, 120, 40)).save(f"photo{i}.jpg")
+    rgba = np.zeros((200, 400, 4), np.uint8)
+    rgba[:, 200:] = (255, 0, 0, 255)
+    Image.fromarray(rgba, "RGBA").save(f"cut{i}.png")
+    rows.append({"path": f"photo{i}.jpg", "cut_url": "", "cut_path": f"cut{i}.png",
+                 "bgcut_error": "", "bgcut_risk": risk})
+df = pd.DataFrame(rows)
+"""
+SHOW = 'w = df.bgcut.review("cut", base_dir=".")\nw'
+CHECK = 'print("decisions:", w.frame["bgcut_review"].tolist())'
+
+
+def write_notebook(path: Path, cells: list[str]) -> None:
+    code = [
+        {"cell_type": "code", "metadata": {}, "source": c, "outputs": [], "execution_count": None}
+        for c in cells
+    ]
+    kernel = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb = {"cells": code, "metadata": {"kernelspec": kernel}, "nbformat": 4, "nbformat_minor": 5}
+    path.write_text(json.dumps(nb))
+
+
+def test_review_keyboard_in_jupyterlab(chromium: Path, jupyterlab: Lab):  # noqa: F811
+    from playwright.sync_api import expect, sync_playwright
+
+    write_notebook(jupyterlab.root / "notebooks" / "review-keys.ipynb", [SETUP, SHOW, CHECK])
+    shots = screenshot_dir()
+    problems: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1400})
+        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+        try:
+            page.goto(
+                f"{jupyterlab.url}/lab/tree/notebooks/review-keys.ipynb?token={jupyterlab.token}"
+            )
+            book = page.locator(".jp-NotebookPanel .jp-Notebook")
+            expect(book).to_be_visible(timeout=120_000)
+            wait_for_kernel(page, jupyterlab, "review-keys.ipynb")
+            page.locator(".lm-MenuBar-item", has_text=re.compile(r"^Run$")).click()
+            page.locator(".lm-Menu-item", has_text=re.compile(r"^Run All Cells")).click()
+            page.wait_for_function(ALL_CELLS_RAN, timeout=RUN_TIMEOUT_MS, polling=500)
+            review = page.locator(".bgcut-review")
+            expect(review).to_be_visible(timeout=60_000)
+            progress = review.locator(".bgcut-review-progress")
+            expect(progress).to_contain_text("0 of 3 reviewed, 0 rejected")
+            expect(review).to_contain_text("row 1 of 3: 1 · photo1.jpg")  # the riskiest first
+            cells = book.locator(".jp-Cell").count()
+
+            review.hover()  # the keys are the widget's while the pointer is over it
+            page.keyboard.press("a")  # row 1 approved
+            expect(progress).to_contain_text("1 of 3 reviewed, 0 rejected")
+            page.keyboard.press("r")  # row 2 rejected
+            expect(progress).to_contain_text("2 of 3 reviewed, 1 rejected")
+            page.keyboard.press("ArrowLeft")
+            page.keyboard.press("u")  # row 2 undecided again
+            expect(progress).to_contain_text("1 of 3 reviewed, 0 rejected")
+            page.keyboard.press(" ")  # skip to row 0
+            page.keyboard.press("r")
+            expect(progress).to_contain_text("2 of 3 reviewed, 1 rejected")
+            expect(review).to_contain_text("row 3 of 3 (the last): 0 · photo0.jpg")
+            assert book.locator(".jp-Cell").count() == cells  # no key reached JupyterLab
+            review.screenshot(path=shots / "review.png")
+
+            # the kernel's frame has the decisions (run the last cell again)
+            last = book.locator(".jp-CodeCell").nth(2)
+            last.locator(".jp-InputArea").click()
+            page.keyboard.press("Control+Enter")
+            expect(last.locator(".jp-OutputArea")).to_contain_text(
+                "decisions: ['rejected', 'approved', '']", timeout=60_000
+            )
+        except Exception:
+            page.screenshot(path=shots / "review-failure.png")
+            raise
+        finally:
+            browser.close()
+    assert not problems, "\n".join(problems)
