@@ -15,7 +15,7 @@ from ..core.version import __version__
 
 __all__ = ["main"]
 
-COMMANDS: tuple[str, ...] = ("quickstart", "process", "models", "serve")
+COMMANDS: tuple[str, ...] = ("quickstart", "process", "models", "serve", "check", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -52,6 +52,7 @@ def read_mask(source: str | os.PathLike[str] | bytes) -> np.ndarray:
         raise MaskError(f"file not found: {source}") from None
     except (OSError, ValueError) as exc:
         raise MaskError(f"unreadable image: {type(exc).__name__}: {exc}") from None
+    fmt = image.format
     image = ImageOps.exif_transpose(image)
     if "A" in image.getbands() or image.info.get("transparency") is not None:
         level = np.asarray(image.convert("RGBA"))[..., 3]
@@ -59,7 +60,7 @@ def read_mask(source: str | os.PathLike[str] | bytes) -> np.ndarray:
         level = np.asarray(image.convert("L"))
     else:
         raise MaskError(
-            f"no alpha channel in {image.format} {image.mode} output: export masks from a PNG "
+            f"no alpha channel in {fmt} {image.mode} output: export masks from a PNG "
             "or WebP variant without background_color"
         )
     return np.where(level > 127, 255, 0).astype(np.uint8)
