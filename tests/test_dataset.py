@@ -272,3 +272,15 @@ def test_command_line_check_and_export(processed, tmp_path, capsys):
     assert len(pd.read_csv(manifest)) == 8
     assert cli_main(["export", "coco", str(results), "--out", str(coco)]) == 2
     assert "pass --variant" in capsys.readouterr().err
+
+
+def test_estimates_and_series_take_a_preset(bgcut_engine, bgcut_isolated_env, tmp_path):
+    photos = pd.Series([str(p) for p in make_photos(tmp_path / "photos", 2)], name="image")
+    spec = bgcut_nb.preset("etsy")
+    frame = photos.to_frame()
+    explicit = frame.bgcut.estimate_credits([spec.variant()], backend=bgcut_engine, cache=False)
+    assert frame.bgcut.estimate_credits(spec, backend=bgcut_engine, cache=False) == explicit > 0
+    out = photos.bgcut.process(preset="etsy", backend=bgcut_engine, out_dir=tmp_path / "out")
+    assert out["etsy_path"].notna().all() and out.bgcut.check("etsy")["etsy_ok"].all()
+    with pytest.raises(ValueError, match="pass variants, or preset="):
+        frame.bgcut.process(backend=bgcut_engine)

@@ -18,7 +18,15 @@ from PIL import Image, ImageOps
 from ..core.atomic import atomic_write_bytes
 from .presets import Preset, preset
 
-__all__ = ["render_canvas", "write_canvas", "canvas_path", "subject_alpha", "CanvasError"]
+__all__ = [
+    "render_canvas",
+    "write_canvas",
+    "canvas_path",
+    "subject_alpha",
+    "open_image",
+    "CanvasError",
+    "ImageReadError",
+]
 
 #: Alpha above this (5%, as the engine's autocrop) counts as subject when trimming.
 ALPHA_SUBJECT = 12
@@ -26,19 +34,27 @@ ALPHA_SUBJECT = 12
 WHITE_SUBJECT = 245
 
 
-class CanvasError(ValueError):
+class ImageReadError(ValueError):
+    """An image file is missing or cannot be decoded; the message says which."""
+
+
+class CanvasError(ImageReadError):
     """The cut-out cannot be put on a canvas (unreadable, or no subject in it)."""
 
 
-def _open(source: str | os.PathLike[str] | bytes) -> Image.Image:
+def open_image(
+    source: str | os.PathLike[str] | bytes, error: type[ImageReadError] = ImageReadError
+) -> tuple[Image.Image, str | None]:
+    """``(image, format)``: ``source`` (path or bytes) decoded, EXIF orientation applied;
+    ``error`` (``"file not found: ..."`` / ``"unreadable image: ..."``) when it cannot be."""
     try:
         image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
         image.load()
     except FileNotFoundError:
-        raise CanvasError(f"file not found: {source}") from None
+        raise error(f"file not found: {source}") from None
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise CanvasError(f"unreadable image: {type(exc).__name__}: {exc}") from None
-    return ImageOps.exif_transpose(image)
+        raise error(f"unreadable image: {type(exc).__name__}: {exc}") from None
+    return ImageOps.exif_transpose(image), image.format
 
 
 def subject_alpha(image: Image.Image) -> Image.Image:
@@ -55,7 +71,7 @@ def subject_alpha(image: Image.Image) -> Image.Image:
 def render_canvas(source: str | os.PathLike[str] | bytes, spec: str | Preset) -> bytes:
     """The encoded canvas for one cut-out (path or bytes) under preset ``spec``."""
     spec = preset(spec)
-    rgba = subject_alpha(_open(source))
+    rgba = subject_alpha(open_image(source, CanvasError)[0])
     box = rgba.getchannel("A").point(lambda a: 255 if a > ALPHA_SUBJECT else 0).getbbox()
     if box is None:
         raise CanvasError("no subject: the cut-out is fully transparent")

@@ -18,9 +18,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageOps
+from PIL import Image
 
 from ..core.atomic import atomic_write_bytes, atomic_write_text
+from .canvas import ImageReadError, open_image
 
 __all__ = [
     "MaskError",
@@ -39,21 +40,13 @@ __all__ = [
 REVIEW_COLUMNS = ("bgcut_error", "bgcut_flags", "bgcut_risk", "bgcut_review")
 
 
-class MaskError(ValueError):
+class MaskError(ImageReadError):
     """An output that holds no mask (no alpha channel and not greyscale) or cannot be read."""
 
 
 def read_mask(source: str | os.PathLike[str] | bytes) -> np.ndarray:
     """A HxW uint8 mask, 255 where the output's alpha (or grey level) exceeds 127, else 0."""
-    try:
-        image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
-        image.load()
-    except FileNotFoundError:
-        raise MaskError(f"file not found: {source}") from None
-    except (OSError, ValueError) as exc:
-        raise MaskError(f"unreadable image: {type(exc).__name__}: {exc}") from None
-    fmt = image.format
-    image = ImageOps.exif_transpose(image)
+    image, fmt = open_image(source, MaskError)
     if "A" in image.getbands() or image.info.get("transparency") is not None:
         level = np.asarray(image.convert("RGBA"))[..., 3]
     elif image.mode in ("L", "1", "I", "I;16"):

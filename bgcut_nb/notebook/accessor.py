@@ -170,7 +170,9 @@ class _Common:
         cache: CacheLike,
         base_dir: str | os.PathLike[str] | None,
     ) -> float:
-        parsed = parse_variants(variants)
+        from ..dataset.table import split_preset
+
+        parsed = parse_variants(split_preset(variants, None)[1])  # a Preset: its cut-out
         engine = resolve_backend(backend)
         store = resolve_cache(cache)
         identity, fingerprint = engine.identity, engine.key_fingerprint
@@ -418,10 +420,11 @@ class BgcutSeriesAccessor(_Common):
 
     def process(
         self,
-        variants: Iterable[Variant | Mapping[str, Any]] | Variant | Mapping[str, Any],
+        variants: Iterable[Variant | Mapping[str, Any]] | Variant | Mapping[str, Any] | None = None,
         **options: Any,
     ) -> pd.DataFrame:
-        """Same as ``DataFrame.bgcut.process`` on a one-column frame of this Series."""
+        """Same as ``DataFrame.bgcut.process`` on a one-column frame of this Series (a
+        ``preset=`` too)."""
         frame, name = self._frame()
         return frame.bgcut.process(variants, image_col=name, **options)
 
