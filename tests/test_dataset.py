@@ -246,6 +246,11 @@ def test_the_canvas_runs_client_side_over_http(bgcut_server, bgcut_isolated_env,
     assert checked["shopify_ok"].all() and checked["shopify_warnings"].eq("").all()
     for canvas in out["shopify_path"]:
         assert measure(canvas)["width"] == 2048 and measure(canvas)["purity"] == 1.0
+    out.bgcut.export_coco(tmp_path / "coco.json")
+    coco = COCO(str(tmp_path / "coco.json"))
+    for image_id, cutout in zip(coco.getImgIds(), out["shopify-cutout_path"], strict=True):
+        (ann,) = coco.loadAnns(coco.getAnnIds(imgIds=image_id))
+        assert np.array_equal(coco.annToMask(ann).astype(bool), alpha_mask(cutout))
 
 
 def test_command_line_check_and_export(processed, tmp_path, capsys):
