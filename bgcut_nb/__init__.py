@@ -20,6 +20,7 @@ from .contract.errors import (
 from .contract.pricing import DEFAULT_COSTS, CostTable
 from .contract.variants import Variant, parse_variants
 from .core.version import __version__
+from .dataset.presets import Preset, preset
 from .engine.matting import Matting, matte
 from .notebook import accessor as _accessor  # noqa: F401 - registers df.bgcut and s.bgcut
 from .notebook.accessor import EstimateWarning
@@ -49,6 +50,7 @@ __all__ = [
     "ModelUnavailableError",
     "NotFoundError",
     "PayloadTooLargeError",
+    "Preset",
     "ProcessResult",
     "RateLimitError",
     "RemoteBackend",
@@ -58,4 +60,5 @@ __all__ = [
     "Variant",
     "matte",
     "parse_variants",
+    "preset",
 ]

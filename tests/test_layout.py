@@ -17,7 +17,8 @@ ALLOWED: dict[str, set[str]] = {
     "contract": {"core", "contract"},
     "engine": {"core", "contract", "engine"},
     "backends": {"core", "contract", "engine", "backends"},
-    "notebook": {"core", "contract", "backends", "notebook"},
+    "dataset": {"core", "contract", "dataset"},
+    "notebook": {"core", "contract", "backends", "dataset", "notebook"},
     "server": {"core", "contract", "engine", "backends.local", "server"},
 }
 

@@ -15,7 +15,15 @@ from ..core.version import __version__
 
 __all__ = ["main"]
 
-COMMANDS: tuple[str, ...] = ("quickstart", "process", "review", "models", "serve")
+COMMANDS: tuple[str, ...] = (
+    "quickstart",
+    "process",
+    "review",
+    "check",
+    "export",
+    "models",
+    "serve",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

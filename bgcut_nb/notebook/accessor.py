@@ -266,6 +266,20 @@ def _finish(
         out[SKIPPED_COL] = selection.skipped
         meta["only"] = "approved"
         meta["stats"]["skipped"] = len(frame) - len(selection.keep)
+
+
+def _with_canvas(out: pd.DataFrame, spec: Any, out_dir: Path) -> pd.DataFrame:
+    """``out`` plus ``<preset>_path``: each cut-out on the preset's canvas (a failed canvas is
+    added to the row's ``bgcut_error``)."""
+    from ..dataset.table import canvas_column
+
+    paths, errors = canvas_column(out[f"{spec.variant_name}_path"].tolist(), out_dir, spec)
+    out[f"{spec.name}_path"] = paths
+    out[ERROR_COL] = [
+        "; ".join(e for e in (old, new) if e)
+        for old, new in zip(out[ERROR_COL], errors, strict=True)
+    ]
+    out.attrs[META_KEY]["presets"] = [spec.name]
     return out
 
 
@@ -282,7 +296,9 @@ class _Common:
         cache: CacheLike,
         base_dir: str | os.PathLike[str] | None,
     ) -> float:
-        parsed = parse_variants(variants)
+        from ..dataset.table import split_preset
+
+        parsed = parse_variants(split_preset(variants, None)[1])  # a Preset: its cut-out
         engine = resolve_backend(backend, cache=cache)
         store = resolve_cache(cache)
         identity, fingerprint = engine.identity, engine.key_fingerprint
@@ -339,7 +355,7 @@ class BgcutFrameAccessor(_Common):
 
     def process(
         self,
-        variants: Iterable[Variant | Mapping[str, Any]] | Variant | Mapping[str, Any],
+        variants: Iterable[Variant | Mapping[str, Any]] | Variant | Mapping[str, Any] | None = None,
         image_col: Hashable | None = None,
         out_dir: str | os.PathLike[str] = DEFAULT_OUT_DIR,
         backend: BackendLike = None,
@@ -351,6 +367,7 @@ class BgcutFrameAccessor(_Common):
         draft: bool = False,
         only: Only = None,
         review_variant: str | None = None,
+        preset: str | Any | None = None,
     ) -> pd.DataFrame:
         """Render every row's image into every variant; returns a new DataFrame.
 
@@ -371,8 +388,15 @@ class BgcutFrameAccessor(_Common):
         frame's column, else the cache's decisions on ``review_variant``, default the first
         variant); the other rows keep their place with empty outputs, ``bgcut_error`` ``""``
         and the reason in ``bgcut_skipped``.
+
+        ``preset="amazon-main"`` (or a :func:`bgcut_nb.preset` as ``variants``) adds the
+        preset's cut-out variant and puts each cut-out on its square white canvas, client-side,
+        in ``out_dir/<preset>/``: column ``<preset>_path`` (see :mod:`bgcut_nb.dataset`).
         """
+        from ..dataset.table import split_preset
         from .review import draft_dir, draft_variants
+
+        spec, variants = split_preset(variants, preset)
 
         frame = self._frame
         col = _image_col(frame, image_col)
@@ -403,7 +427,8 @@ class BgcutFrameAccessor(_Common):
             if getattr(exc, "result", None) is not None:
                 exc.frame = _finish(frame, exc.result, selection, draft, kwargs)
             raise
-        return _finish(frame, result, selection, draft, kwargs)
+        out = _finish(frame, result, selection, draft, kwargs)
+        return out if spec is None else _with_canvas(out, spec, target)
 
     def estimate_credits(
         self,
@@ -492,6 +517,100 @@ class BgcutFrameAccessor(_Common):
             raise ValueError("bgcut: decisions live in the reuse cache; cache=False has none")
         return reviewed(self._frame, variant, cache=store, image_col=image_col, base_dir=base_dir)
 
+    # --- marketplace presets and dataset exports (logic in bgcut_nb.dataset) ---
+
+    def _base_dir(self, base_dir: str | os.PathLike[str] | None) -> str | None:
+        return str(base_dir) if base_dir is not None else frame_meta(self._frame).get("base_dir")
+
+    def _output_col(self, variant: str | None) -> str:
+        meta = frame_meta(self._frame)
+        names = [v["variant_name"] for v in meta.get("variants", [])]
+        if variant is None:
+            if len(names) != 1:
+                raise ValueError(f"bgcut: pass variant=, one of {names}")
+            variant = names[0]
+        if f"{variant}_path" not in self._frame.columns:
+            raise KeyError(f"bgcut: no column {variant + '_path'!r}; variants here: {names}")
+        return f"{variant}_path"
+
+    def check(
+        self,
+        preset: str | Any,
+        col: Hashable | None = None,
+        base_dir: str | os.PathLike[str] | None = None,
+    ) -> pd.DataFrame:
+        """Check an image column against a marketplace preset's rules; returns the frame plus
+        ``<preset>_ok``, ``<preset>_failed`` (required rules missed, with measured values,
+        e.g. ``"purity 0.00 < 1.00; longest 512 < 1,000"``) and ``<preset>_warnings``
+        (recommendations missed). ``col``: default the preset's canvas column when present,
+        else the image column."""
+        from ..dataset.presets import preset as get_preset
+        from ..dataset.table import check_column
+
+        spec = get_preset(preset)
+        frame = self._frame
+        if col is None:
+            col = f"{spec.name}_path" if f"{spec.name}_path" in frame.columns else None
+        col = infer_image_col(frame) if col is None else check_image_col(frame, col)
+        base = self._base_dir(base_dir) if col == frame_meta(frame).get("image_col") else base_dir
+        return frame.assign(**check_column(frame[col], spec, base))
+
+    def export_masks(self, out_dir: str | os.PathLike[str], variant: str | None = None):
+        """Write each output's mask (alpha > 127) as an 8-bit 0/255 PNG in ``out_dir``;
+        returns the frame plus ``<variant>_mask_path`` and ``<variant>_mask_error``."""
+        from ..dataset.table import mask_columns
+
+        col = self._output_col(variant)
+        name = col[: -len("_path")]
+        paths, errors = mask_columns(self._frame[col], Path(out_dir).expanduser())
+        return self._frame.assign(**{f"{name}_mask_path": paths, f"{name}_mask_error": errors})
+
+    def export_coco(
+        self,
+        path: str | os.PathLike[str],
+        variant: str | None = None,
+        only: str | None = None,
+        category: str = "foreground",
+        base_dir: str | os.PathLike[str] | None = None,
+    ) -> dict[str, Any]:
+        """Write a COCO annotations file (RLE segmentation, bbox, area; via pycocotools) for
+        the rows with an output of ``variant``; ``only="approved"`` keeps the rows whose
+        ``bgcut_review`` says so. Images are named by the image column's paths. Returns the
+        dataset written."""
+        from ..dataset.table import export_coco
+
+        frame = self._frame
+        if only is not None:
+            if "bgcut_review" not in frame.columns:
+                raise KeyError("bgcut: only= needs a bgcut_review column (review the rows first)")
+            frame = frame[frame["bgcut_review"] == only]
+        image_col = frame_meta(self._frame).get("image_col")
+        return export_coco(
+            frame,
+            Path(path).expanduser(),
+            self._output_col(variant),
+            image_col=image_col if image_col in frame.columns else None,
+            base_dir=self._base_dir(base_dir),
+            category=category,
+        )
+
+    def manifest(self, path: str | os.PathLike[str] | None = None) -> pd.DataFrame:
+        """One row per output file (variants, preset canvases, masks): row, output, path, URL,
+        bytes, sha256, width, height, format, and ``bgcut_error`` / ``bgcut_flags`` /
+        ``bgcut_risk`` / ``bgcut_review`` when present; written to ``path`` (.csv or
+        .parquet) when given."""
+        from ..dataset.exports import manifest_frame, write_table
+        from ..dataset.table import output_columns_of
+
+        meta = frame_meta(self._frame)
+        names = [v["variant_name"] for v in meta.get("variants", [])]
+        table = manifest_frame(
+            self._frame, output_columns_of(self._frame, names, meta.get("presets", []))
+        )
+        if path is not None:
+            write_table(table, Path(path).expanduser())
+        return table
+
 
 @pd.api.extensions.register_series_accessor("bgcut")
 class BgcutSeriesAccessor(_Common):
@@ -506,10 +625,11 @@ class BgcutSeriesAccessor(_Common):
 
     def process(
         self,
-        variants: Iterable[Variant | Mapping[str, Any]] | Variant | Mapping[str, Any],
+        variants: Iterable[Variant | Mapping[str, Any]] | Variant | Mapping[str, Any] | None = None,
         **options: Any,
     ) -> pd.DataFrame:
-        """Same as ``DataFrame.bgcut.process`` on a one-column frame of this Series."""
+        """Same as ``DataFrame.bgcut.process`` on a one-column frame of this Series (a
+        ``preset=`` too)."""
         frame, name = self._frame()
         return frame.bgcut.process(variants, image_col=name, **options)
 
