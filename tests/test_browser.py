@@ -201,11 +201,14 @@ READ_PIXELS = """img => {
     return canvas.toDataURL("image/png");
 }"""
 
-#: True once every code cell has run (a number in its prompt) and the kernel is idle.
+#: True once every code cell of the notebook on show has run (a number in its prompt) and its
+#: kernel is idle.
 ALL_CELLS_RAN = """() => {
-    const prompts = [...document.querySelectorAll(".jp-CodeCell .jp-InputPrompt")]
+    const panel = document.querySelector(".jp-NotebookPanel:not(.lm-mod-hidden)");
+    if (panel === null) return false;
+    const prompts = [...panel.querySelectorAll(".jp-CodeCell .jp-InputPrompt")]
         .map(p => p.textContent.trim());
-    const indicator = document.querySelector(".jp-Notebook-ExecutionIndicator");
+    const indicator = panel.querySelector(".jp-Notebook-ExecutionIndicator");
     return prompts.length > 0 && prompts.every(p => /^\\[\\d+\\]:$/.test(p))
         && indicator !== null && indicator.getAttribute("data-status") === "idle";
 }"""
@@ -250,46 +253,63 @@ def wait_for_kernel(page, lab: Lab, notebook: str = "quickstart.ipynb") -> None:
         page.wait_for_timeout(500)
 
 
+def run_all_cells(page, lab: Lab, notebook: str):
+    """Open ``notebooks/<notebook>`` in JupyterLab, Run All Cells from the menu, wait until
+    every cell ran; returns the notebook's locator."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{lab.url}/lab/tree/notebooks/{notebook}?token={lab.token}")
+    cells = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook")
+    expect(cells).to_be_visible(timeout=120_000)
+    wait_for_kernel(page, lab, notebook)
+    page.locator(".lm-MenuBar-item", has_text=re.compile(r"^Run$")).click()
+    page.locator(".lm-Menu-item", has_text=re.compile(r"^Run All Cells")).click()
+    page.wait_for_function(ALL_CELLS_RAN, timeout=RUN_TIMEOUT_MS, polling=500)
+    return cells
+
+
+def cell_output(page, notebook, source: str):
+    """The output area of the one code cell whose source contains ``source``."""
+    from playwright.sync_api import expect
+
+    cell = notebook.locator(".jp-CodeCell").filter(
+        has=page.locator(".jp-InputArea", has_text=source)
+    )
+    expect(cell).to_have_count(1)
+    return cell.locator(".jp-OutputArea")
+
+
+def watch_console(page) -> list[str]:
+    """Console errors and page errors, collected while the test runs."""
+    problems: list[str] = []
+    page.on(
+        "console",
+        lambda m: (
+            problems.append(f"console {m.type}: {m.text} ({m.location})")
+            if m.type == "error"
+            else None
+        ),
+    )
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    return problems
+
+
 def test_quickstart_runs_in_jupyterlab_and_its_widgets_render(chromium: Path, jupyterlab: Lab):
     """Run All Cells in JupyterLab: progress bar, preview and gallery render as widgets, a new
     row shows that row's pixels, gallery captions line up, and the console stays clean."""
     from playwright.sync_api import expect, sync_playwright
 
     shots = screenshot_dir()
-    problems: list[str] = []
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 2400})
+        problems = watch_console(page)
         try:
-            page.on(
-                "console",
-                lambda m: (
-                    problems.append(f"console {m.type}: {m.text} ({m.location})")
-                    if m.type == "error"
-                    else None
-                ),
-            )
-            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-            page.goto(
-                f"{jupyterlab.url}/lab/tree/notebooks/quickstart.ipynb?token={jupyterlab.token}"
-            )
-            notebook = page.locator(".jp-NotebookPanel .jp-Notebook")
-            expect(notebook).to_be_visible(timeout=120_000)
-            wait_for_kernel(page, jupyterlab)
-            page.locator(".lm-MenuBar-item", has_text=re.compile(r"^Run$")).click()
-            page.locator(".lm-Menu-item", has_text=re.compile(r"^Run All Cells")).click()
-            page.wait_for_function(ALL_CELLS_RAN, timeout=RUN_TIMEOUT_MS, polling=500)
+            notebook = run_all_cells(page, jupyterlab, "quickstart.ipynb")
 
-            def output_of(source: str):
-                cell = notebook.locator(".jp-CodeCell").filter(
-                    has=page.locator(".jp-InputArea", has_text=source)
-                )
-                expect(cell).to_have_count(1)
-                return cell.locator(".jp-OutputArea")
-
-            progress = output_of("out = df.bgcut.process(")
-            preview = output_of("out.bgcut.preview()")
-            gallery = output_of('out.bgcut.gallery("cutout")')
+            progress = cell_output(page, notebook, "out = df.bgcut.process(")
+            preview = cell_output(page, notebook, "out.bgcut.preview()")
+            gallery = cell_output(page, notebook, 'out.bgcut.gallery("cutout")')
             for output in (progress, preview, gallery):
                 expect(output.locator(".jupyter-widgets").first).to_be_visible(timeout=60_000)
             bar = progress.locator(".widget-hprogress .progress-bar")  # tqdm's widget bar
@@ -350,8 +370,198 @@ def test_quickstart_runs_in_jupyterlab_and_its_widgets_render(chromium: Path, ju
                 rows.setdefault(round(box["y"]), set()).add(round(caption["y"]))
             assert all(len(tops) == 1 for tops in rows.values()), rows
             gallery.screenshot(path=shots / "gallery.png")
+
+            # the second notebook: re-runs and new variants from the cache, in the same lab
+            notebook = run_all_cells(page, jupyterlab, "reuse.ipynb")
+            text = notebook.inner_text()
+            assert not NOT_RENDERED.search(text), NOT_RENDERED.search(text)
+            assert not notebook.locator('[data-mime-type="application/vnd.jupyter.error"]').count()
+            again = cell_output(page, notebook, "again = df.bgcut.process(").inner_text()
+            assert re.search(r"'uploads': 0\b", again) and re.search(r"'cached': 4\b", again)
+            shown = cell_output(page, notebook, "later.bgcut.preview()")
+            expect(shown.locator("img")).to_have_count(4)  # original + 3 variants
+            page.wait_for_function(
+                "imgs => imgs.every(i => i.complete && i.naturalWidth > 0)",
+                arg=shown.locator("img").element_handles(),
+            )
+            page.screenshot(path=shots / "reuse-run-all.png")
         except Exception:
             page.screenshot(path=shots / "failure.png")  # what the page showed when it failed
+            (shots / "failure.html").write_text(page.content())
+            raise
+        finally:
+            browser.close()
+    assert not problems, "\n".join(problems)
+
+
+#: A frame with failed rows: two missing files among the sample photos, low tier, small.
+FAILURES_NOTEBOOK = [
+    "import pandas as pd\n\nimport bgcut_nb  # noqa: F401",
+    "names = ['astronaut.png', 'missing-photo-with-a-long-file-name.png', 'chelsea.png',\n"
+    "         'coffee.png', 'rocket.jpg', 'gone.jpg']\n"
+    "df = pd.DataFrame({'path': names})\n"
+    "variants = [{'variant_name': 'cutout', 'quality': 'low', 'max_resolution': 40_000},\n"
+    "            {'variant_name': 'white', 'quality': 'low', 'format': 'jpg',\n"
+    "             'background_color': '#ffffff', 'max_resolution': 40_000}]\n"
+    "out = df.bgcut.process(variants, base_dir='../data', out_dir='../output/failures')",
+    "out.bgcut.preview()",
+    "out.bgcut.gallery('cutout')",
+    "many = pd.concat([out] * 50, ignore_index=True)  # 300 rows: the slider\nmany.bgcut.preview()",
+]
+
+#: For each <img>: its rendered size, the part of it no ancestor clips, and its natural size.
+VISIBLE_SIZES = """imgs => imgs.map(i => {
+    const r = i.getBoundingClientRect();
+    let [left, top, right, bottom] = [r.left, r.top, r.right, r.bottom];
+    // the body's overflow applies to the viewport, not to the body's own (0 px high) box
+    for (let a = i.parentElement; a && a !== document.body; a = a.parentElement) {
+        const s = getComputedStyle(a);
+        if (s.overflowX === "visible" && s.overflowY === "visible") continue;
+        if (s.display === "contents") continue;  // no box of its own: clips nothing
+        const q = a.getBoundingClientRect();
+        left = Math.max(left, q.left); right = Math.min(right, q.right);
+        top = Math.max(top, q.top); bottom = Math.min(bottom, q.bottom);
+    }
+    return {w: r.width, h: r.height, visible_w: Math.max(0, right - left),
+            visible_h: Math.max(0, bottom - top), nw: i.naturalWidth, nh: i.naturalHeight};
+})"""
+
+#: The colour an element's text is drawn in and the first opaque background behind it.
+COLOURS = """el => {
+    const colour = getComputedStyle(el).color;
+    for (let a = el; a; a = a.parentElement) {
+        const bg = getComputedStyle(a).backgroundColor;
+        if (bg && bg !== "transparent" && !/rgba\\(.*, 0\\)$/.test(bg)) return [colour, bg];
+    }
+    return [colour, "rgb(255, 255, 255)"];
+}"""
+
+
+def contrast(css_a: str, css_b: str) -> float:
+    """WCAG contrast ratio of two CSS ``rgb()``/``rgba()`` colours."""
+
+    def luminance(css: str) -> float:
+        channels = [int(v) / 255 for v in re.findall(r"[\d.]+", css)[:3]]
+        linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    high, low = sorted((luminance(css_a), luminance(css_b)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+def assert_images_fit(page, output, where: str) -> list[dict]:
+    """Every image of ``output`` is shown whole (nothing clipped) at its natural aspect ratio."""
+    output.scroll_into_view_if_needed()
+    page.wait_for_timeout(300)  # JupyterLab lays out again after a resize
+    page.wait_for_function(
+        "imgs => imgs.every(i => i.complete && i.naturalWidth > 0)",
+        arg=output.locator("img").element_handles(),
+    )
+    sizes = output.locator("img").evaluate_all(VISIBLE_SIZES)
+    for size in sizes:
+        assert size["w"] > 0 and size["h"] > 0, (where, size)
+        assert size["visible_w"] >= size["w"] - 1, (where, "clipped", size)
+        assert size["visible_h"] >= size["h"] - 1, (where, "clipped", size)
+        assert abs(size["w"] / size["h"] - size["nw"] / size["nh"]) < 0.05, (where, size)
+    return sizes
+
+
+def show_file_browser(page) -> None:
+    """Open the left sidebar's file browser (it takes about 250 px from the notebook)."""
+    if not page.locator("#filebrowser").is_visible():
+        page.locator('.jp-SideBar.jp-mod-left [data-id="filebrowser"]').click()
+    page.locator("#filebrowser").wait_for(state="visible")
+
+
+def test_failed_rows_narrow_windows_slider_and_dark_theme(chromium: Path, jupyterlab: Lab):
+    """A frame with failed rows at 1400 and 1024 px with the file browser open: images scale
+    down instead of being clipped, cards keep their width and line up between rows, a failed
+    row says its error once and without its folder, the gallery wraps, the bar of a batch
+    with failures is not green, a 300-row preview gets a long slider, and notes keep 4.5:1
+    contrast in the dark theme."""
+    import nbformat
+    from playwright.sync_api import expect, sync_playwright
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(source) for source in FAILURES_NOTEBOOK]
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nbformat.write(nb, jupyterlab.root / "notebooks" / "failures.ipynb")
+    shots = screenshot_dir()
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1600})
+        problems = watch_console(page)
+        try:
+            notebook = run_all_cells(page, jupyterlab, "failures.ipynb")
+            show_file_browser(page)
+            text = notebook.inner_text()
+            assert not NOT_RENDERED.search(text), NOT_RENDERED.search(text)
+            progress = cell_output(page, notebook, "out = df.bgcut.process(")
+            expect(progress).to_contain_text("6/6")
+            expect(progress).to_contain_text("failed=2")
+            bar = progress.locator(".widget-hprogress .progress-bar")
+            expect(bar).to_have_class(re.compile(r"progress-bar-warning"))  # not green
+
+            preview = cell_output(page, notebook, "out.bgcut.preview()")
+            gallery = cell_output(page, notebook, "out.bgcut.gallery('cutout')")
+            select = preview.locator("select")
+            cards = preview.locator(".bgcut-card")
+            expect(cards).to_have_count(3)
+            for width in (1400, 1024):
+                page.set_viewport_size({"width": width, "height": 1600})
+                widths, info_tops = set(), set()
+                for row in (0, 1, 4):  # landscape photo, failed row, tall rocket
+                    select.select_option(index=row)
+                    sizes = assert_images_fit(page, preview, f"preview {width}px row {row}")
+                    area = preview.bounding_box()
+                    boxes = [cards.nth(i).bounding_box() for i in range(3)]
+                    assert max(b["x"] + b["width"] for b in boxes) <= area["x"] + area["width"]
+                    widths.add(tuple(round(b["width"]) for b in boxes))
+                    infos = cards.locator(".widget-html:last-child")
+                    top = min(b["y"] for b in boxes)
+                    info_tops |= {round(infos.nth(i).bounding_box()["y"] - top) for i in range(3)}
+                    if width == 1024:  # the notebook is narrower than three 256 px cards
+                        assert all(s["w"] < 256 for s in sizes if s["nw"] == 256), sizes
+                    if row == 1:
+                        shown = preview.inner_text()
+                        on_cards = preview.locator(".bgcut-cards").inner_text()
+                        assert "missing-photo" not in on_cards  # the header names the row
+                        assert on_cards.count("failed") == 2, on_cards  # the outputs say why
+                        assert shown.count("file not found: ") == 1, shown
+                        assert str(jupyterlab.root) not in shown
+                        preview.screenshot(path=shots / f"failed-row-{width}.png")
+                assert len(widths) == 1, widths  # cards keep their widths between rows
+                assert len(info_tops) == 1, info_tops  # and their info lines line up
+                sizes = assert_images_fit(page, gallery, f"gallery {width}px")
+                assert len(sizes) == 6
+                grid = gallery.locator(".widget-gridbox").bounding_box()
+                assert (
+                    grid["x"] + grid["width"]
+                    <= gallery.bounding_box()["x"] + gallery.bounding_box()["width"]
+                )
+                gallery.screenshot(path=shots / f"gallery-failures-{width}.png")
+
+            slider_output = cell_output(page, notebook, "many.bgcut.preview()")
+            slider = slider_output.locator(".widget-hslider .slider-container")
+            expect(slider).to_be_visible()
+            assert slider.bounding_box()["width"] >= 300
+
+            page.locator(".lm-MenuBar-item", has_text=re.compile(r"^Settings$")).click()
+            page.locator(".lm-Menu-item", has_text=re.compile(r"^Theme")).hover()
+            page.locator(".lm-Menu-item", has_text=re.compile(r"^JupyterLab Dark$")).click()
+            page.wait_for_function("document.body.dataset.jpThemeLight === 'false'")
+            page.wait_for_timeout(500)
+            select.select_option(index=1)
+            note = preview.locator(".bgcut-note").last
+            colour, background = note.evaluate(COLOURS)
+            assert contrast(colour, background) >= 4.5, (colour, background)
+            page.screenshot(path=shots / "failures-dark.png")
+        except Exception:
+            page.screenshot(path=shots / "failure.png")
             (shots / "failure.html").write_text(page.content())
             raise
         finally:

@@ -26,8 +26,9 @@ from bgcut_nb.notebook.widgets import (
 def cards(viewer):
     """``{title: (image widget, info widget)}`` of a preview."""
     out = {}
-    for card in viewer.children[1].children:
-        title, image, info = card.children
+    for card in viewer.cards.children:
+        title, area, info = card.children
+        (image,) = area.children
         out[title.value.removeprefix("<b>").removesuffix("</b>")] = (image, info)
     return out
 
@@ -90,12 +91,12 @@ def test_preview_switches_rows_and_escapes_errors(frame):
     viewer = frame.bgcut.preview()
     selector = viewer.selector
     assert [label for label, _ in selector.options] == ["first · photo.jpg", "second · gone.jpg"]
-    error = viewer.children[2]
+    error = viewer.error
     assert error.value == ""
     selector.value = 1
     shown = cards(viewer)
-    assert shown["cut"][1].value.startswith('<span style="color:#b00020"')
-    assert "file not found: gone.jpg" in shown["original"][1].value
+    assert shown["cut"][1].value.startswith('<span class="bgcut-note" style="color:var(--jp-')
+    assert ">file not found<" in shown["original"][1].value
     assert "&lt;gone.jpg&gt; &amp; co" in error.value and "<gone.jpg>" not in error.value
     selector.value = 0
     assert len(cards(viewer)["cut"][0].value) > 0 and error.value == ""
@@ -119,7 +120,7 @@ def test_thumbnail_keeps_small_images_small_and_applies_exif(tmp_path):
 
 def test_gallery_is_a_grid_of_small_thumbnails(frame):
     grid = frame.bgcut.gallery("cut")
-    title, box = grid.children
+    _, title, box = grid.children
     assert "cut" in title.value and "2 of 2 rows" in title.value
     first, second = box.children
     image = descendants(first, widgets.Image)[0]
@@ -133,7 +134,7 @@ def test_gallery_is_a_grid_of_small_thumbnails(frame):
     assert is_placeholder(decoded(descendants(second, widgets.Image)[0]))
     with pytest.raises(KeyError, match="no column 'nope_path'"):
         frame.bgcut.gallery("nope")
-    assert frame.bgcut.gallery().children[0].value.startswith("<b>cut</b>")
+    assert frame.bgcut.gallery().children[1].value.startswith("<b>cut</b>")
 
 
 def test_preview_of_a_real_run(tmp_path, monkeypatch):
@@ -187,17 +188,19 @@ def test_preview_shows_placeholders_for_missing_files_and_failed_rows(frame, tmp
     assert not is_placeholder(decoded(shown["cut"][0]))  # a real output is shown as itself
     white = decoded(shown["white"][0])
     assert is_placeholder(white) and white.shape[1] == 256
-    assert "file not found: deleted-output.png" in shown["white"][1].value
+    assert ">file not found<" in shown["white"][1].value
     assert f'title="{deleted}"' in shown["white"][1].value  # the full path on hover
 
     viewer.selector.value = 1  # the failed row: its original is gone, no outputs
     shown = cards(viewer)
     assert is_placeholder(decoded(shown["original"][0]))
-    assert "file not found: gone.jpg" in shown["original"][1].value
+    assert ">file not found<" in shown["original"][1].value
     for name in ("cut", "white"):
         assert is_placeholder(decoded(shown[name][0]))
         note = shown[name][1].value
-        assert "failed: file not found: &lt;gone.jpg&gt; &amp; co" in note and "<gone" not in note
+        assert ">failed<" in note and "<gone" not in note  # the row's error is not repeated
+    # the row's error once, below the cards, the full message on hover only
+    assert "file not found: &lt;gone.jpg&gt; &amp; co" in viewer.error.value
 
 
 def descendants(widget, kind) -> list:
@@ -214,15 +217,15 @@ def test_preview_shows_a_placeholder_for_an_unreadable_file(frame, tmp_path):
     frame.loc["first", "cut_path"] = str(garbage)
     cut_image, cut_info = cards(frame.bgcut.preview())["cut"]
     assert is_placeholder(decoded(cut_image))
-    assert "cannot show not-an-image.png: UnidentifiedImageError" in cut_info.value
+    assert "cannot show: UnidentifiedImageError" in cut_info.value
 
 
 def test_gallery_shows_placeholders_for_failed_rows(frame):
-    first, second = frame.bgcut.gallery("cut").children[1].children
+    first, second = frame.bgcut.gallery("cut").children[-1].children
     assert not is_placeholder(decoded(descendants(first, widgets.Image)[0]))
     assert is_placeholder(decoded(descendants(second, widgets.Image)[0]))
     notes = " ".join(h.value for h in descendants(second, widgets.HTML))
-    assert "failed: file not found: &lt;gone.jpg&gt;" in notes
+    assert ">failed<" in notes and 'title="file not found: &lt;gone.jpg&gt;' in notes
 
 
 def test_preview_rows_are_labelled_by_file_name(tmp_path, bgcut_photo):
@@ -237,8 +240,8 @@ def test_preview_rows_are_labelled_by_file_name(tmp_path, bgcut_photo):
     many = pd.DataFrame({"path": [f"p{i}.png" for i in range(250)]})
     viewer = many.bgcut.preview(base_dir=tmp_path)  # a slider: the label says the name
     viewer.selector.value = 42
-    assert "42" in viewer.children[0].children[1].value
-    assert "p42.png" in viewer.children[0].children[1].value
+    header = viewer.children[1].children[1].value
+    assert "row 43 of 250" in header and "42" in header and "p42.png" in header
 
 
 def test_gallery_cells_share_width_and_caption_height(frame, tmp_path):
@@ -249,11 +252,11 @@ def test_gallery_cells_share_width_and_caption_height(frame, tmp_path):
     (tmp_path / long_name).write_bytes((tmp_path / "photo.jpg").read_bytes())
     frame.loc["first", "path"] = str(tmp_path / long_name)
     frame.loc["second", "cut_path"] = str(tall)  # a portrait thumbnail beside a landscape one
-    grid = frame.bgcut.gallery("cut", thumb_size=120).children[1]
+    grid = frame.bgcut.gallery("cut", thumb_size=120).children[-1]
     cells = grid.children
     widths = {cell.layout.width for cell in cells}
     assert len(widths) == 1 and widths.pop().endswith("px")
-    assert grid.layout.grid_template_columns.endswith(f"{cells[0].layout.width})")
+    assert grid.layout.grid_template_columns == f"repeat(auto-fill, {cells[0].layout.width})"
     for cell in cells:
         area, caption, info = cell.children
         assert area.layout.height == "120px"  # the image area, whatever the image's shape

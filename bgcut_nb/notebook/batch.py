@@ -639,6 +639,12 @@ def _run_pool(
     return pool.result()
 
 
+def _mark_failures(bar: Any, failed: int) -> None:
+    """A notebook bar of a batch with failed rows turns amber (tqdm makes a full bar green)."""
+    if failed and callable(getattr(bar, "disp", None)) and hasattr(bar, "container"):
+        bar.disp(bar_style="warning", check_delay=False)
+
+
 class _Pool:
     """One batch on a thread pool: submit in order, record each row, stop on a fatal error."""
 
@@ -686,10 +692,11 @@ class _Pool:
         self.rows[position] = row
         stats = self.stats
         setattr(stats, row.status, getattr(stats, row.status) + 1)
-        self.bar.update(1)
+        # the counts first, then the step that redraws: the bar never shows last row's counts
         self.bar.set_postfix(
             done=stats.done, cached=stats.cached, failed=stats.failed, refresh=False
         )
+        self.bar.update(1)
 
     def run(self, workers: int, progress: bool, desc: str) -> None:
         """Every item through the pool, at most ``2 * workers`` queued; Ctrl-C drains it."""
@@ -724,6 +731,7 @@ class _Pool:
             s = self.stats
             self.bar.set_postfix(done=s.done, cached=s.cached, failed=s.failed)
             self.bar.close()
+            _mark_failures(self.bar, s.failed)
 
     def _drain(self, in_flight: dict[Future, int]) -> None:
         """After Ctrl-C: cancel what has not started, let running rows finish and record them."""

@@ -51,8 +51,10 @@ CHECKER_SQUARE = 8
 PLACEHOLDER_FILL = (242, 242, 242)
 PLACEHOLDER_BORDER = (170, 170, 170)
 PLACEHOLDER_TEXT = (90, 90, 90)
-#: Colour of notes about missing files and failed rows.
-NOTE_COLOUR = "#b00020"
+#: Colour of notes about missing files and failed rows: JupyterLab's error colour for the
+#: theme in use (4.5:1 or better on its background in the light and the dark theme), with
+#: a fallback for front-ends without JupyterLab's CSS variables.
+NOTE_COLOUR = "var(--jp-error-color1, #b00020)"
 #: Long side of preview thumbnails; gallery thumbnails default to smaller.
 PREVIEW_SIZE = 256
 GALLERY_SIZE = 160
@@ -63,6 +65,22 @@ PREVIEW_MAX_PIXELS = MAX_INPUT_PIXELS
 DROPDOWN_LIMIT = 200
 #: Height of a gallery caption or note line, in CSS pixels.
 CAPTION_HEIGHT = 24
+#: CSS for text kept on one line, cut with an ellipsis.
+ONE_LINE = "overflow:hidden;text-overflow:ellipsis;white-space:nowrap"
+#: Narrowest a preview card gets before the cards wrap onto a new line, in CSS pixels.
+CARD_MIN_WIDTH = 96
+#: Gap between preview cards and between gallery cells, in CSS pixels.
+GAP = 12
+
+#: Layout rules the ipywidgets ``Layout`` traits cannot express (a square image area, images
+#: scaled down to fit it); every selector is scoped to the ``bgcut-*`` classes set here.
+STYLE = f"""<style>
+.bgcut-cards {{ flex-wrap: wrap; gap: {GAP}px; width: 100%; }}
+.bgcut-card {{ flex: 1 1 0; min-width: {CARD_MIN_WIDTH}px; }}
+.bgcut-area {{ width: 100%; aspect-ratio: 1 / 1; align-items: center; justify-content: center; }}
+.bgcut-area > img {{ max-width: 100%; max-height: 100%; object-fit: contain; }}
+.bgcut-grid {{ max-width: 100%; }}
+</style>"""
 
 
 @dataclass(frozen=True)
@@ -184,7 +202,17 @@ def _fit(draw: Any, text: str, font: Any, width: int) -> str:
 def _note(text: str, *, title: str | None = None) -> str:
     """HTML for a note about a missing or failed image (escaped; ``title`` shows on hover)."""
     tip = f' title="{html.escape(title, quote=True)}"' if title else ""
-    return f'<span style="color:{NOTE_COLOUR}"{tip}>{html.escape(text)}</span>'
+    return f'<span class="bgcut-note" style="color:{NOTE_COLOUR}"{tip}>{html.escape(text)}</span>'
+
+
+def _short_paths(message: str, paths: Sequence[Any]) -> str:
+    """``message`` with each of ``paths`` (absolute or relative) written as its file name."""
+    for path in paths:
+        if isinstance(path, (str, os.PathLike)) and str(path).strip():
+            full = str(path)
+            if os.sep in full or "/" in full:
+                message = message.replace(full, Path(full).name)
+    return message
 
 
 def _variant_names(frame: pd.DataFrame) -> list[str]:
@@ -234,25 +262,35 @@ def row_label(label: Hashable, value: Any) -> str:
 
 
 def _card(title: str, size: int) -> tuple[widgets.VBox, widgets.Image, widgets.HTML]:
-    image = widgets.Image(format="png", layout=widgets.Layout(max_width=f"{size}px"))
-    info = widgets.HTML()
+    """A preview card: title, a square image area at most ``size`` px wide, one info line.
+
+    Cards share the row's width equally (at most ``size`` px each) and shrink with it, so a
+    narrow notebook scales the images down instead of clipping them; an image smaller than
+    the area is centred in it, so card widths and info lines never move between rows.
+    """
+    image = widgets.Image(format="png")
+    area = widgets.Box([image])
+    area.add_class("bgcut-area")
+    info = widgets.HTML(layout=widgets.Layout(width="100%", overflow="hidden"))
     box = widgets.VBox(
-        [widgets.HTML(f"<b>{html.escape(title)}</b>"), image, info],
-        layout=widgets.Layout(margin="0 12px 0 0", align_items="flex-start"),
+        [widgets.HTML(f"<b>{html.escape(title)}</b>"), area, info],
+        layout=widgets.Layout(max_width=f"{size}px"),
     )
+    box.add_class("bgcut-card")
     return box, image, info
 
 
 def _fill(
     image: widgets.Image, info: widgets.HTML, source: Any, size: int, fmt: str, failed: str = ""
 ) -> None:
-    """Show ``source``'s thumbnail, or a placeholder and a note saying why there is none.
+    """Show ``source``'s thumbnail, or a placeholder and a short note saying why there is none.
 
-    ``failed`` is the row's ``bgcut_error``: the reason an output is missing.
+    ``failed`` is the row's ``bgcut_error``, the reason an output is missing: the card says
+    only ``failed`` (the viewer shows the message once, for the whole row).
     """
     if source is None:
         if failed:
-            shown, note = placeholder(["failed"], size), _note(f"failed: {failed}", title=failed)
+            shown, note = placeholder(["failed"], size), _note("failed", title=failed)
         else:
             shown, note = placeholder(["no image"], size), "<i>no image</i>"
         image.format, image.value, info.value = "png", shown, note
@@ -262,15 +300,15 @@ def _fill(
         data, facts = thumbnail(source, size, fmt=fmt)
     except FileNotFoundError:
         image.format, image.value = "png", placeholder(["file not found", name], size)
-        info.value = _note(f"file not found: {name}", title=str(source))
+        info.value = _note("file not found", title=str(source))
     except ImageTooLarge as exc:
         dims = f"{exc.info.width}x{exc.info.height}"
         image.format, image.value = "png", placeholder(["too large to preview", dims], size)
-        info.value = _note(f"too large to preview: {name} ({dims})", title=str(source))
+        info.value = _note(f"too large to preview ({dims})", title=str(source))
     except Exception as exc:  # an unreadable file must not break the viewer
         reason = f"{type(exc).__name__}: {exc}"
         image.format, image.value = "png", placeholder(["cannot show", name], size)
-        info.value = _note(f"cannot show {name}: {type(exc).__name__}", title=reason)
+        info.value = _note(f"cannot show: {type(exc).__name__}", title=reason)
     else:
         image.format = fmt
         image.value, info.value = data, html.escape(facts.describe())
@@ -279,6 +317,24 @@ def _fill(
 def _row_error(row: pd.Series) -> str:
     message = row.get(ERROR_COL, "")
     return message if isinstance(message, str) else ""
+
+
+def _selector(names_of_rows: Sequence[str]) -> widgets.ValueWidget:
+    """A dropdown of the rows' names, or for long frames a slider as wide as the notebook."""
+    if len(names_of_rows) <= DROPDOWN_LIMIT:
+        return widgets.Dropdown(
+            options=[(text, pos) for pos, text in enumerate(names_of_rows)],
+            value=0,
+            description="row",
+        )
+    return widgets.IntSlider(
+        value=0,
+        min=0,
+        max=len(names_of_rows) - 1,
+        description="row",
+        continuous_update=False,
+        layout=widgets.Layout(width="100%"),  # its own line: one step is a few pixels
+    )
 
 
 def preview(
@@ -292,7 +348,9 @@ def preview(
     """Browse a processed DataFrame row by row: original and every variant side by side.
 
     ``variants`` defaults to those of the run that produced ``frame``; ``base_dir`` to the one
-    that run resolved relative image paths against.
+    that run resolved relative image paths against. The viewer's ``selector`` picks the row
+    (``viewer.selector.value = position``), ``cards`` holds the cards and ``error`` the row's
+    error line.
     """
     if frame.empty:
         return widgets.VBox([widgets.HTML("<i>bgcut: nothing to preview (empty DataFrame)</i>")])
@@ -303,46 +361,44 @@ def preview(
     names_of_rows = [
         row_label(label, value) for label, value in zip(labels, frame[col], strict=True)
     ]
-
-    if len(labels) <= DROPDOWN_LIMIT:
-        selector = widgets.Dropdown(
-            options=[(text, pos) for pos, text in enumerate(names_of_rows)],
-            value=0,
-            description="row",
-        )
-    else:
-        selector = widgets.IntSlider(
-            value=0, min=0, max=len(labels) - 1, description="row", continuous_update=False
-        )
-    current = widgets.HTML()
-    error = widgets.HTML()
+    selector = _selector(names_of_rows)
+    current = widgets.HTML(layout=widgets.Layout(max_width="100%", overflow="hidden"))
+    error = widgets.HTML(layout=widgets.Layout(width="100%"))
     cards = [_card("original", thumb_size)] + [_card(name, thumb_size) for name in names]
 
     def show(pos: int) -> None:
         row = frame.iloc[pos]
         name = _file_name(row[col])
-        shown_as = f"index <code>{html.escape(str(labels[pos]))}</code>"
-        current.value = f"{shown_as} · {html.escape(name)}" if name else shown_as
+        shown_as = (
+            f"row {pos + 1} of {len(labels)} · index <code>{html.escape(str(labels[pos]))}</code>"
+        )
+        shown_as = f"{shown_as} · {html.escape(name)}" if name else shown_as
+        current.value = f'<div style="{ONE_LINE}">{shown_as}</div>'
         sources = [_source_path(row[col], base)]
         sources += [_source_path(row.get(f"{name}_path"), None) for name in names]
         message = _row_error(row)
         for (_, image, info), source in zip(cards, sources, strict=True):
             _fill(image, info, source, thumb_size, "png", failed=message)
-        error.value = _note(message) if message else ""
+        shown = _short_paths(message, [row[col], sources[0]])
+        error.value = _note(shown, title=message) if message else ""
 
     selector.observe(lambda change: show(int(change["new"])), names="value")
     show(0)
-    viewer = widgets.VBox(
-        [widgets.HBox([selector, current]), widgets.HBox([c[0] for c in cards]), error]
+    row_of_cards = widgets.HBox([c[0] for c in cards])
+    row_of_cards.add_class("bgcut-cards")
+    header = widgets.HBox(
+        [selector, current], layout=widgets.Layout(align_items="center", flex_flow="row wrap")
     )
+    viewer = widgets.VBox([widgets.HTML(STYLE), header, row_of_cards, error])
     viewer.selector = selector  # for programmatic use: viewer.selector.value = position
+    viewer.cards, viewer.error = row_of_cards, error
     return viewer
 
 
 def _one_line(content: str, width: int, *, title: str | None = None) -> str:
     """``content`` (HTML) on one line ``width`` px wide, cut with an ellipsis when too long."""
     tip = f' title="{html.escape(title, quote=True)}"' if title else ""
-    style = f"width:{width}px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap"
+    style = f"width:{width}px;{ONE_LINE}"
     return f'<div{tip} style="{style}">{content}</div>'
 
 
@@ -399,12 +455,16 @@ def gallery(
         cells.append(
             widgets.VBox([area, caption, info], layout=widgets.Layout(width=f"{cell_width}px"))
         )
+    columns = max(1, columns)
     grid = widgets.GridBox(
         cells,
         layout=widgets.Layout(
-            grid_template_columns=f"repeat({max(1, columns)}, {cell_width}px)",
-            grid_gap="8px",
+            # as many columns as fit, at most ``columns``: a narrow notebook wraps, never clips
+            grid_template_columns=f"repeat(auto-fill, {cell_width}px)",
+            grid_gap=f"{GAP}px",
+            width=f"{columns * cell_width + (columns - 1) * GAP}px",
         ),
     )
+    grid.add_class("bgcut-grid")
     title = f"<b>{html.escape(variant)}</b>: {len(shown)} of {len(frame)} rows"
-    return widgets.VBox([widgets.HTML(title), grid])
+    return widgets.VBox([widgets.HTML(STYLE), widgets.HTML(title), grid])
