@@ -266,6 +266,7 @@ def _finish(
         out[SKIPPED_COL] = selection.skipped
         meta["only"] = "approved"
         meta["stats"]["skipped"] = len(frame) - len(selection.keep)
+    return out
 
 
 def _with_canvas(out: pd.DataFrame, spec: Any, out_dir: Path) -> pd.DataFrame:
