@@ -16,6 +16,7 @@ STATE = re.compile(r"(\d+)/(\d+) \[[^\]]*?cached=(\d+), done=(\d+), failed=(\d+)
 def test_the_bar_never_shows_the_previous_rows_counts(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("BGCUT_API_KEY", raising=False)
     monkeypatch.setenv("TQDM_MININTERVAL", "0")  # draw on every step, however fast the rows
+    monkeypatch.setenv("TQDM_MINITERS", "1")
     photos = make_photos(tmp_path / "p", 3)
     paths = [str(photos[0]), str(tmp_path / "missing.jpg"), str(photos[1]), str(photos[2])]
     out = pd.DataFrame({"path": paths}).bgcut.process(

@@ -190,7 +190,10 @@ def test_decisions_persist_by_image_content_in_a_new_process(tmp_path, bgcut_eng
         [sys.executable, "-c", code, str(tmp_path / "later.csv"), str(cache_dir)],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
-    assert run.stdout.strip() == "['rejected', 'approved', '', '']"
+    decided = dict(zip(w.frame["path"], w.frame["bgcut_review"], strict=True))
+    assert sorted(decided.values()) == ["", "approved", "rejected"]  # the two worst rows
+    expected = [decided[str(photos[1])], decided[str(photos[0])], decided[str(photos[2])], ""]
+    assert run.stdout.strip() == str(expected)
 
     # the command line exports every decision, or a table with them added
     decisions = tmp_path / "decisions.csv"
@@ -365,7 +368,7 @@ def test_command_line_drafts_then_processes_only_approved_rows(tmp_path, capsys)
     capsys.readouterr()
     assert main([*argv, "--only", "approved"]) == 0
     err = capsys.readouterr().err
-    assert "1 rows: 1 done" in err and "2 skipped (not approved)" in err
+    assert "1 row: 1 done" in err and "2 skipped (not approved)" in err
     final = pd.read_csv(tmp_path / "out" / "results.csv", keep_default_na=False)
     assert final["bgcut_review"].tolist() == ["", "approved", "rejected"]
     assert [bool(p) for p in final["cut_path"]] == [False, True, False]

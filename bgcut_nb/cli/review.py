@@ -47,11 +47,13 @@ def run(args: argparse.Namespace) -> int:
     from bgcut_nb.notebook.columns import ImageColumnError
     from bgcut_nb.notebook.review import REVIEW_COL, reviewed
 
-    from .process import IMAGE_COL, PARQUET_HINT, _has_pyarrow, _is_parquet, _read_table
+    from .process import IMAGE_COL, PARQUET_HINT, _installed, _is_parquet, _read_table
     from .process import _write_table as write_table
 
     output = None if args.output == "-" else Path(args.output)
-    if any(p is not None and _is_parquet(p) for p in (output, args.input)) and not _has_pyarrow():
+    if any(p is not None and _is_parquet(p) for p in (output, args.input)) and not _installed(
+        "pyarrow"
+    ):
         print(f"bgcut-nb review: {PARQUET_HINT}", file=sys.stderr)
         return 2
     cache = default_cache(args.cache_dir)
