@@ -39,7 +39,12 @@ from ..contract.variants import Variant, parse_variants
 from ..contract.wire import UPLOAD_LIFETIME
 from ..core.atomic import atomic_write_bytes, atomic_write_text
 from ..core.config import resolve_model_dir, resolve_storage_dir
-from ..engine.imaging import DEFAULT_MAX_PIXELS, DEFAULT_PROCESS_PIXELS, decode_image
+from ..engine.imaging import (
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_PROCESS_PIXELS,
+    decode_image,
+    inspect_image,
+)
 from ..engine.matting import QUALITIES, TIER_MODELS, Cutout
 
 __all__ = ["LocalBackend", "safe_filename"]
@@ -127,7 +132,7 @@ class LocalBackend(Backend):
 
     def upload_image(self, image: ImageInput) -> UploadResult:
         data, filename = read_image_input(image)
-        decoded = decode_image(data, max_pixels=self.max_pixels)
+        width, height = inspect_image(data, max_pixels=self.max_pixels)  # header, no full decode
         unique_filename = str(uuid.uuid4())
         folder = self._folder(unique_filename)
         ext = sniff_format(data) or "img"
@@ -136,8 +141,8 @@ class LocalBackend(Backend):
             "created": time.time(),
             "input": f"input.{ext}",
             "filename": filename,
-            "width": decoded.width,
-            "height": decoded.height,
+            "width": width,
+            "height": height,
         }
         atomic_write_text(folder / "meta.json", json.dumps(meta))
         self._sweep_expired()

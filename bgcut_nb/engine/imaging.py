@@ -22,6 +22,7 @@ from ..contract.formats import sniff_format
 
 __all__ = [
     "decode_image",
+    "inspect_image",
     "load_image",
     "DEFAULT_MAX_PIXELS",
     "DEFAULT_PROCESS_PIXELS",
@@ -56,6 +57,32 @@ def decode_image(
     input, formats other than PNG/JPEG/WebP, corrupt or truncated files, and images over
     ``max_pixels``.
     """
+    image = _open(data)
+    _check_size(image, max_pixels)
+    kind = SUPPORTED_FORMATS[image.format].upper()
+    target = None
+    if target_pixels is not None and image.width * image.height > target_pixels:
+        target = _fit_pixels(image.width, image.height, target_pixels)
+    try:
+        image.seek(0)  # animated WebP/PNG and MPO: the first frame is the picture
+        if target is not None and kind == "JPG":
+            image.draft(None, target)  # DCT scaling: at least ``target``, never the full size
+        image.load()
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        detail = f"Invalid image: the {kind} data is corrupt or truncated ({exc})"
+        raise InvalidImageError(detail) from None
+    if image.mode in _HIGH_BIT_GREY:
+        info = image.info
+        image = _to_8bit(image)  # 8-bit before anything else: 1 byte per pixel from here
+        image.info.update(info)
+    if target is not None and image.mode in ("RGB", "L", "RGBA"):
+        image = _shrink(image, target_pixels)  # before normalising: smaller copies from here
+    image = normalize_image(image)
+    return _shrink(image, target_pixels) if target_pixels is not None else image
+
+
+def _open(data: bytes) -> Image.Image:
+    """Pillow's lazy open of ``data`` (header only): PNG, JPEG or WebP, else an error."""
     if not data:
         raise InvalidImageError("Missing image: the upload is empty")
     if sniff_format(data) is None:
@@ -71,23 +98,46 @@ def decode_image(
         raise InvalidImageError(detail) from None
     if image.format not in SUPPORTED_FORMATS:
         raise InvalidImageError(INVALID_IMAGE_DETAIL)
+    return image
+
+
+#: EXIF orientations that swap width and height (rotations by 90 degrees).
+_TRANSPOSED = {5, 6, 7, 8}
+
+#: Side of the reduced JPEG decode :func:`inspect_image` makes to check the entropy data.
+_CHECK_SIDE = 64
+
+
+def inspect_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """Validate uploaded bytes without decoding the full frame; returns the oriented size.
+
+    The header gives the format, size and mode (and the pixel limit is checked on it). Beyond
+    that only bounded work: a PNG's chunk checksums (:meth:`PIL.Image.Image.verify`, no pixel
+    buffer), a JPEG decoded at its smallest DCT scale (1/8). WebP, which Pillow cannot decode
+    reduced, is decoded once (at most ``max_pixels`` 8-bit pixels). Raises
+    :class:`InvalidImageError` like :func:`decode_image`.
+    """
+    image = _open(data)
     _check_size(image, max_pixels)
     kind = SUPPORTED_FORMATS[image.format].upper()
-    target = None
-    if target_pixels is not None and image.width * image.height > target_pixels:
-        target = _fit_pixels(image.width, image.height, target_pixels)
+    width, height = image.size
     try:
-        image.seek(0)  # animated WebP/PNG and MPO: the first frame is the picture
-        if target is not None and kind == "JPG":
-            image.draft(None, target)  # DCT scaling: at least ``target``, never the full size
-        image.load()
+        if kind == "PNG":
+            _open(data).verify()  # Pillow verifies only a freshly opened image
+        else:
+            image.seek(0)
+            if kind == "JPG":
+                image.draft(None, (max(1, width // 8), max(1, height // 8)))
+            image.load()
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         detail = f"Invalid image: the {kind} data is corrupt or truncated ({exc})"
         raise InvalidImageError(detail) from None
-    if target is not None and image.mode in ("RGB", "L", "RGBA"):
-        image = _shrink(image, target_pixels)  # before normalising: smaller copies from here
-    image = normalize_image(image)
-    return _shrink(image, target_pixels) if target_pixels is not None else image
+    try:
+        # The base class reads the EXIF already parsed from the header; PNG's own loads pixels.
+        orientation = Image.Image.getexif(image).get(0x0112)
+    except (OSError, SyntaxError, ValueError):
+        orientation = None
+    return (height, width) if orientation in _TRANSPOSED else (width, height)
 
 
 def _fit_pixels(width: int, height: int, max_pixels: int) -> tuple[int, int]:
@@ -129,8 +179,8 @@ def normalize_image(image: Image.Image) -> Image.Image:
     icc = image.info.get("icc_profile")
     image = ImageOps.exif_transpose(image)
     mode = image.mode
-    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        image = Image.fromarray(_to_8bit(np.asarray(image)), "L")
+    if mode in _HIGH_BIT_GREY:
+        image = _to_8bit(image)
     elif mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     elif mode in ("LA", "La", "PA", "RGBa"):
@@ -146,15 +196,35 @@ def normalize_image(image: Image.Image) -> Image.Image:
     return rgb
 
 
-def _to_8bit(values: np.ndarray) -> np.ndarray:
-    """Scale 16/32-bit or float greyscale to 0..255 without clipping highlights."""
-    peak = float(values.max()) if values.size else 0.0
-    if values.dtype.kind == "f" and peak <= 1.0:
-        scale = 1.0
+#: Greyscale modes with more than 8 bits per pixel (16-bit PNGs open as ``I;16``).
+_HIGH_BIT_GREY = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+#: Rows converted at a time by :func:`_to_8bit`: the float copies stay a few MB.
+_BAND_ROWS = 256
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """Scale 16/32-bit or float greyscale to 8-bit ``L`` without clipping highlights.
+
+    Works in bands of rows (float32 per band), so no full-frame float copy is ever made.
+    """
+    width, height = image.size
+    bands = [(0, top, width, min(height, top + _BAND_ROWS)) for top in range(0, height, _BAND_ROWS)]
+    peak = max((float(np.asarray(image.crop(box)).max()) for box in bands), default=0.0)
+    if image.mode == "F" and peak <= 1.0:
+        scale = 255.0
     else:
-        scale = 65535.0 if peak > 255 else 255.0
-    scaled = values.astype(np.float64) / scale * 255.0
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+        scale = 255.0 / 65535.0 if peak > 255 else 1.0
+    out = np.empty((height, width), np.uint8)
+    for box in bands:
+        band = np.asarray(image.crop(box))
+        top = box[1]
+        values = band.astype(np.float32)
+        values *= np.float32(scale)
+        np.rint(values, out=values)
+        np.clip(values, 0, 255, out=values)
+        out[top : top + band.shape[0]] = values
+    return Image.fromarray(out, "L")
 
 
 def _to_srgb(image: Image.Image, icc: bytes | None) -> Image.Image:

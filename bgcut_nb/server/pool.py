@@ -8,6 +8,7 @@ with ``Retry-After``), so a burst of calls never piles up threads, memory or soc
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import math
 import os
 import threading
@@ -89,9 +90,31 @@ class EnginePool:
                 return fn(*args)
             finally:
                 self._seconds.append(time.monotonic() - started)
+                _return_freed_memory()
 
         return self._executor.submit(timed).result()
 
     def close(self) -> None:
         """Stop the workers once the admitted calls are done."""
         self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _glibc_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
+        return None
+
+
+_MALLOC_TRIM = _glibc_malloc_trim()
+
+
+def _return_freed_memory() -> None:
+    """Give glibc's freed heap pages back to the OS after a call.
+
+    A large image's buffers (Pillow, numpy) freed in a worker thread stay in that thread's
+    malloc arena otherwise: benchmarks/memory.py measured 1.04 GB still resident after six
+    64 MP calls, 0.59 GB with this.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
