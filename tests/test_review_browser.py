@@ -9,13 +9,16 @@ import re
 from pathlib import Path
 
 import pytest
+from models_support import PHOTOS
 from test_browser import (  # noqa: F401 - chromium and jupyterlab are fixtures
     ALL_CELLS_RAN,
     CHROMIUM_ARGS,
     RUN_TIMEOUT_MS,
     Lab,
+    cell_output,
     chromium,
     jupyterlab,
+    run_all_cells,
     screenshot_dir,
     wait_for_kernel,
 )
@@ -102,6 +105,109 @@ def test_review_keyboard_in_jupyterlab(chromium: Path, jupyterlab: Lab):  # noqa
             expect(last.locator(".jp-OutputArea")).to_contain_text(
                 "decisions: ['rejected', 'approved', '']", timeout=60_000
             )
+        except Exception:
+            page.screenshot(path=shots / "review-failure.png")
+            raise
+        finally:
+            browser.close()
+    assert not problems, "\n".join(problems)
+
+
+def test_dataset_workflow_in_jupyterlab(chromium: Path, jupyterlab: Lab):  # noqa: F811
+    """Issue 21's path for a new user: the benchmark photos plus a missing file, drafted
+    locally by ``notebooks/review.ipynb``, reviewed by keyboard worst first, then the approved
+    rows' COCO file and an ``amazon-main`` set that passes ``check``; restarting the kernel and
+    running the notebook again keeps every decision."""
+    import shutil
+
+    from playwright.sync_api import expect, sync_playwright
+    from pycocotools.coco import COCO
+
+    from bgcut_nb.dataset.compliance import check_image
+    from bgcut_nb.dataset.presets import preset
+
+    data = jupyterlab.root / "data"
+    photos = sorted(PHOTOS.glob("*")) if PHOTOS.is_dir() else sorted(data.glob("*.[pj]*g"))
+    for photo in photos:
+        if photo.parent != data:
+            shutil.copy(photo, data / photo.name)
+    names = [p.name for p in photos] + ["missing-photo.jpg"]
+    (data / "images.csv").write_text("path\n" + "\n".join(names) + "\n")
+    shots = screenshot_dir()
+    problems: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1400})
+        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+        try:
+            book = run_all_cells(page, jupyterlab, "review.ipynb")
+            review = page.locator(".bgcut-review")
+            expect(review).to_be_visible(timeout=60_000)
+            progress = review.locator(".bgcut-review-progress")
+            rows = len(names)
+            expect(progress).to_contain_text(f"0 of {rows} reviewed, 0 rejected")
+            position = review.locator(".widget-html", has_text=re.compile(r"^row \d+ of"))
+            review.hover()  # the keys are the widget's while the pointer is over it
+            risks: list[float] = []
+            for step in range(rows):
+                expect(position).to_contain_text(f"row {step + 1} of {rows}")
+                text = position.inner_text()
+                risk = re.search(r"risk (\d+\.\d+)", text)
+                if step == 0:
+                    review.screenshot(path=shots / "review-worst-first.png")
+                if risk is None:  # the missing file: no cut-out, no risk, last
+                    assert "missing-photo.jpg" in text
+                    page.keyboard.press(" ")
+                    continue
+                risks.append(float(risk.group(1)))
+                page.keyboard.press("r" if step == 0 else "a")
+            assert len(risks) == len(photos) and risks == sorted(risks, reverse=True), risks
+            approved = len(photos) - 1
+            expect(progress).to_contain_text(f"{approved + 1} of {rows} reviewed, 1 rejected")
+
+            # the cells after the widget again: decisions, estimate, final, exports, amazon
+            last_prompt = book.locator(".jp-CodeCell .jp-InputPrompt").last
+            before = last_prompt.inner_text()
+            book.locator(".jp-CodeCell", has_text="reviewed = draft.bgcut.reviewed").locator(
+                ".jp-InputPrompt"
+            ).click()
+            page.locator(".lm-MenuBar-item", has_text=re.compile(r"^Run$")).click()
+            page.locator(
+                ".lm-Menu-item", has_text=re.compile(r"^Run Selected Cell and All Below")
+            ).click()
+            page.wait_for_function(
+                "([el, old]) => el.textContent.trim() !== old"
+                " && /^\\[\\d+\\]:$/.test(el.textContent.trim())",
+                arg=[last_prompt.element_handle(), before],
+                timeout=RUN_TIMEOUT_MS,
+                polling=500,
+            )
+            page.wait_for_function(ALL_CELLS_RAN, timeout=RUN_TIMEOUT_MS, polling=500)
+            assert not book.locator('[data-mime-type="application/vnd.jupyter.error"]').count()
+            out = jupyterlab.root / "output" / "review"
+            coco = COCO(str(out / "coco.json"))
+            assert len(coco.anns) == approved and len(coco.imgs) == approved
+            spec = preset("amazon-main")
+            canvases = sorted((out / "amazon-main").glob("*.jpg"))
+            assert len(canvases) == approved
+            for canvas in canvases:
+                assert check_image(canvas, spec).ok, check_image(canvas, spec)
+            expect(cell_output(page, book, 'checked[["path"')).not_to_contain_text("False")
+
+            # a restarted kernel, the whole notebook again: every decision is still there
+            page.locator(".lm-MenuBar-item", has_text=re.compile(r"^Kernel$")).click()
+            page.locator(
+                ".lm-Menu-item", has_text=re.compile(r"^Restart Kernel and Run All Cells")
+            ).click()
+            page.locator(".jp-Dialog .jp-Dialog-button.jp-mod-accept").click()
+            expect(page.locator(".bgcut-review")).to_have_count(0, timeout=60_000)
+            review = page.locator(".bgcut-review")
+            expect(review.locator(".bgcut-review-progress")).to_contain_text(
+                f"{approved + 1} of {rows} reviewed, 1 rejected", timeout=RUN_TIMEOUT_MS
+            )
+            page.wait_for_function(ALL_CELLS_RAN, timeout=RUN_TIMEOUT_MS, polling=500)
+            expect(cell_output(page, book, 'checked[["path"')).not_to_contain_text("False")
+            page.screenshot(path=shots / "review-notebook.png")
         except Exception:
             page.screenshot(path=shots / "review-failure.png")
             raise
