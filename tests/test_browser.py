@@ -258,7 +258,8 @@ def run_all_cells(page, lab: Lab, notebook: str):
     every cell ran; returns the notebook's locator."""
     from playwright.sync_api import expect
 
-    page.goto(f"{lab.url}/lab/tree/notebooks/{notebook}?token={lab.token}")
+    # ``reset``: a fresh workspace, so the notebook is the only one open (and the one on show)
+    page.goto(f"{lab.url}/lab/tree/notebooks/{notebook}?reset&token={lab.token}")
     cells = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook")
     expect(cells).to_be_visible(timeout=120_000)
     wait_for_kernel(page, lab, notebook)
