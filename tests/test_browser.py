@@ -21,8 +21,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -280,119 +282,133 @@ def cell_output(page, notebook, source: str):
     return cell.locator(".jp-OutputArea")
 
 
-def watch_console(page) -> list[str]:
-    """Console errors and page errors, collected while the test runs."""
+def watch_console(page, *, console: bool = True) -> list[str]:
+    """Page errors (and with ``console``, console errors), collected while the test runs."""
     problems: list[str] = []
-    page.on(
-        "console",
-        lambda m: (
-            problems.append(f"console {m.type}: {m.text} ({m.location})")
-            if m.type == "error"
-            else None
-        ),
-    )
+    if console:
+        page.on(
+            "console",
+            lambda m: (
+                problems.append(f"console {m.type}: {m.text} ({m.location})")
+                if m.type == "error"
+                else None
+            ),
+        )
     page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
     return problems
+
+
+@contextmanager
+def lab_page(
+    chromium: Path, height: int, failure: str = "failure", *, console: bool = True
+) -> Iterator[tuple[Any, Path]]:
+    """A 1400 px wide Chromium page and the screenshot folder; on failure a screenshot and the
+    page's HTML are saved as ``<failure>.png`` / ``.html``; at the end, no page error (and with
+    ``console``, no console error) may have occurred."""
+    from playwright.sync_api import sync_playwright
+
+    shots = screenshot_dir()
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": height})
+        problems = watch_console(page, console=console)
+        try:
+            yield page, shots
+        except Exception:
+            page.screenshot(path=shots / f"{failure}.png")  # what the page showed
+            (shots / f"{failure}.html").write_text(page.content())
+            raise
+        finally:
+            browser.close()
+    assert not problems, "\n".join(problems)
 
 
 def test_quickstart_runs_in_jupyterlab_and_its_widgets_render(chromium: Path, jupyterlab: Lab):
     """Run All Cells in JupyterLab: progress bar, preview and gallery render as widgets, a new
     row shows that row's pixels, gallery captions line up, and the console stays clean."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    shots = screenshot_dir()
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 2400})
-        problems = watch_console(page)
-        try:
-            notebook = run_all_cells(page, jupyterlab, "quickstart.ipynb")
+    with lab_page(chromium, 2400, "failure") as (page, shots):
+        notebook = run_all_cells(page, jupyterlab, "quickstart.ipynb")
 
-            progress = cell_output(page, notebook, "out = df.bgcut.process(")
-            preview = cell_output(page, notebook, "out.bgcut.preview()")
-            gallery = cell_output(page, notebook, 'out.bgcut.gallery("cutout")')
-            for output in (progress, preview, gallery):
-                expect(output.locator(".jupyter-widgets").first).to_be_visible(timeout=60_000)
-            bar = progress.locator(".widget-hprogress .progress-bar")  # tqdm's widget bar
-            expect(bar).to_be_visible()
-            expect(bar).to_have_attribute("style", re.compile(r"width: 100%"))
-            expect(progress).to_contain_text("4/4")
-            expect(preview.locator("img")).to_have_count(3)  # original + 2 variants
-            expect(gallery.locator("img")).to_have_count(4)
-            for output in (preview, gallery):
-                page.wait_for_function(
-                    "imgs => imgs.every(i => i.complete && i.naturalWidth > 0)",
-                    arg=output.locator("img").element_handles(),
-                )
-                assert all(w > 0 and h > 0 for w, h in natural_sizes(output))
-            text = notebook.inner_text()
-            assert not NOT_RENDERED.search(text), NOT_RENDERED.search(text)
-            assert not notebook.locator('[data-mime-type="application/vnd.jupyter.error"]').count()
-            assert "credits to run it again: 0.0" in text
-            page.screenshot(path=shots / "quickstart-run-all.png")
-
-            # choosing another row changes the images: to that row's photo and cut-outs
-            select = preview.locator("select")
-            # ipywidgets writes option text with non-breaking spaces
-            labels = [t.replace("\xa0", " ") for t in select.locator("option").all_inner_texts()]
-            assert labels == [
-                "0 · astronaut.png",
-                "1 · chelsea.png",
-                "2 · coffee.png",
-                "3 · rocket.jpg",
-            ]
-            images = preview.locator("img")
-            before = [pixels_of(images.nth(i)) for i in range(3)]
-            sources = images.evaluate_all("imgs => imgs.map(i => i.src)")
-            select.select_option(index=labels.index("1 · chelsea.png"))
-            page.wait_for_function(
-                "([imgs, old]) => imgs.every((i, k) => i.src !== old[k] && i.complete"
-                " && i.naturalWidth > 0)",
-                arg=[images.element_handles(), sources],
-            )
-            after = [pixels_of(images.nth(i)) for i in range(3)]
-            for old, new in zip(before, after, strict=True):
-                assert old.shape != new.shape or np.abs(old - new).mean() > 10
-            expected, _ = thumbnail(jupyterlab.root / "data" / "chelsea.png")
-            with Image.open(io.BytesIO(expected)) as img:
-                chelsea = np.asarray(img.convert("RGB")).astype(int)
-            assert after[0].shape == chelsea.shape
-            assert np.abs(after[0] - chelsea).max() <= 2  # the browser shows chelsea's pixels
-            preview.screenshot(path=shots / "preview-row-1.png")
-
-            # gallery captions line up: one width per cell, captions at one height per row
-            cells = gallery.locator(".widget-gridbox > .widget-vbox")
-            expect(cells).to_have_count(4)
-            boxes = [cells.nth(i).bounding_box() for i in range(4)]
-            captions = [cells.nth(i).locator(".widget-html").first.bounding_box() for i in range(4)]
-            assert len({round(b["width"]) for b in boxes}) == 1
-            rows: dict[int, set[int]] = {}
-            for box, caption in zip(boxes, captions, strict=True):
-                rows.setdefault(round(box["y"]), set()).add(round(caption["y"]))
-            assert all(len(tops) == 1 for tops in rows.values()), rows
-            gallery.screenshot(path=shots / "gallery.png")
-
-            # the second notebook: re-runs and new variants from the cache, in the same lab
-            notebook = run_all_cells(page, jupyterlab, "reuse.ipynb")
-            text = notebook.inner_text()
-            assert not NOT_RENDERED.search(text), NOT_RENDERED.search(text)
-            assert not notebook.locator('[data-mime-type="application/vnd.jupyter.error"]').count()
-            again = cell_output(page, notebook, "again = df.bgcut.process(").inner_text()
-            assert re.search(r"'uploads': 0\b", again) and re.search(r"'cached': 4\b", again)
-            shown = cell_output(page, notebook, "later.bgcut.preview()")
-            expect(shown.locator("img")).to_have_count(4)  # original + 3 variants
+        progress = cell_output(page, notebook, "out = df.bgcut.process(")
+        preview = cell_output(page, notebook, "out.bgcut.preview()")
+        gallery = cell_output(page, notebook, 'out.bgcut.gallery("cutout")')
+        for output in (progress, preview, gallery):
+            expect(output.locator(".jupyter-widgets").first).to_be_visible(timeout=60_000)
+        bar = progress.locator(".widget-hprogress .progress-bar")  # tqdm's widget bar
+        expect(bar).to_be_visible()
+        expect(bar).to_have_attribute("style", re.compile(r"width: 100%"))
+        expect(progress).to_contain_text("4/4")
+        expect(preview.locator("img")).to_have_count(3)  # original + 2 variants
+        expect(gallery.locator("img")).to_have_count(4)
+        for output in (preview, gallery):
             page.wait_for_function(
                 "imgs => imgs.every(i => i.complete && i.naturalWidth > 0)",
-                arg=shown.locator("img").element_handles(),
+                arg=output.locator("img").element_handles(),
             )
-            page.screenshot(path=shots / "reuse-run-all.png")
-        except Exception:
-            page.screenshot(path=shots / "failure.png")  # what the page showed when it failed
-            (shots / "failure.html").write_text(page.content())
-            raise
-        finally:
-            browser.close()
-    assert not problems, "\n".join(problems)
+            assert all(w > 0 and h > 0 for w, h in natural_sizes(output))
+        text = notebook.inner_text()
+        assert not NOT_RENDERED.search(text), NOT_RENDERED.search(text)
+        assert not notebook.locator('[data-mime-type="application/vnd.jupyter.error"]').count()
+        assert "credits to run it again: 0.0" in text
+        page.screenshot(path=shots / "quickstart-run-all.png")
+
+        # choosing another row changes the images: to that row's photo and cut-outs
+        select = preview.locator("select")
+        # ipywidgets writes option text with non-breaking spaces
+        labels = [t.replace("\xa0", " ") for t in select.locator("option").all_inner_texts()]
+        assert labels == [
+            "0 · astronaut.png",
+            "1 · chelsea.png",
+            "2 · coffee.png",
+            "3 · rocket.jpg",
+        ]
+        images = preview.locator("img")
+        before = [pixels_of(images.nth(i)) for i in range(3)]
+        sources = images.evaluate_all("imgs => imgs.map(i => i.src)")
+        select.select_option(index=labels.index("1 · chelsea.png"))
+        page.wait_for_function(
+            "([imgs, old]) => imgs.every((i, k) => i.src !== old[k] && i.complete"
+            " && i.naturalWidth > 0)",
+            arg=[images.element_handles(), sources],
+        )
+        after = [pixels_of(images.nth(i)) for i in range(3)]
+        for old, new in zip(before, after, strict=True):
+            assert old.shape != new.shape or np.abs(old - new).mean() > 10
+        expected, _ = thumbnail(jupyterlab.root / "data" / "chelsea.png")
+        with Image.open(io.BytesIO(expected)) as img:
+            chelsea = np.asarray(img.convert("RGB")).astype(int)
+        assert after[0].shape == chelsea.shape
+        assert np.abs(after[0] - chelsea).max() <= 2  # the browser shows chelsea's pixels
+        preview.screenshot(path=shots / "preview-row-1.png")
+
+        # gallery captions line up: one width per cell, captions at one height per row
+        cells = gallery.locator(".widget-gridbox > .widget-vbox")
+        expect(cells).to_have_count(4)
+        boxes = [cells.nth(i).bounding_box() for i in range(4)]
+        captions = [cells.nth(i).locator(".widget-html").first.bounding_box() for i in range(4)]
+        assert len({round(b["width"]) for b in boxes}) == 1
+        rows: dict[int, set[int]] = {}
+        for box, caption in zip(boxes, captions, strict=True):
+            rows.setdefault(round(box["y"]), set()).add(round(caption["y"]))
+        assert all(len(tops) == 1 for tops in rows.values()), rows
+        gallery.screenshot(path=shots / "gallery.png")
+
+        # the second notebook: re-runs and new variants from the cache, in the same lab
+        notebook = run_all_cells(page, jupyterlab, "reuse.ipynb")
+        text = notebook.inner_text()
+        assert not NOT_RENDERED.search(text), NOT_RENDERED.search(text)
+        assert not notebook.locator('[data-mime-type="application/vnd.jupyter.error"]').count()
+        again = cell_output(page, notebook, "again = df.bgcut.process(").inner_text()
+        assert re.search(r"'uploads': 0\b", again) and re.search(r"'cached': 4\b", again)
+        shown = cell_output(page, notebook, "later.bgcut.preview()")
+        expect(shown.locator("img")).to_have_count(4)  # original + 3 variants
+        page.wait_for_function(
+            "imgs => imgs.every(i => i.complete && i.naturalWidth > 0)",
+            arg=shown.locator("img").element_handles(),
+        )
+        page.screenshot(path=shots / "reuse-run-all.png")
 
 
 #: A frame with failed rows: two missing files among the sample photos, low tier, small.
@@ -481,7 +497,7 @@ def test_failed_rows_narrow_windows_slider_and_dark_theme(chromium: Path, jupyte
     with failures is not green, a 300-row preview gets a long slider, and notes keep 4.5:1
     contrast in the dark theme."""
     import nbformat
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(source) for source in FAILURES_NOTEBOOK]
@@ -491,80 +507,68 @@ def test_failed_rows_narrow_windows_slider_and_dark_theme(chromium: Path, jupyte
         "language": "python",
     }
     nbformat.write(nb, jupyterlab.root / "notebooks" / "failures.ipynb")
-    shots = screenshot_dir()
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1600})
-        problems = watch_console(page)
-        try:
-            notebook = run_all_cells(page, jupyterlab, "failures.ipynb")
-            show_file_browser(page)
-            text = notebook.inner_text()
-            assert not NOT_RENDERED.search(text), NOT_RENDERED.search(text)
-            progress = cell_output(page, notebook, "out = df.bgcut.process(")
-            expect(progress).to_contain_text("6/6")
-            expect(progress).to_contain_text("failed=2")
-            bar = progress.locator(".widget-hprogress .progress-bar")
-            expect(bar).to_have_class(re.compile(r"progress-bar-warning"))  # not green
+    with lab_page(chromium, 1600, "failure") as (page, shots):
+        notebook = run_all_cells(page, jupyterlab, "failures.ipynb")
+        show_file_browser(page)
+        text = notebook.inner_text()
+        assert not NOT_RENDERED.search(text), NOT_RENDERED.search(text)
+        progress = cell_output(page, notebook, "out = df.bgcut.process(")
+        expect(progress).to_contain_text("6/6")
+        expect(progress).to_contain_text("failed=2")
+        bar = progress.locator(".widget-hprogress .progress-bar")
+        expect(bar).to_have_class(re.compile(r"progress-bar-warning"))  # not green
 
-            preview = cell_output(page, notebook, "out.bgcut.preview()")
-            gallery = cell_output(page, notebook, "out.bgcut.gallery('cutout')")
-            select = preview.locator("select")
-            cards = preview.locator(".bgcut-card")
-            expect(cards).to_have_count(3)
-            for width in (1400, 1024):
-                page.set_viewport_size({"width": width, "height": 1600})
-                widths, info_tops = set(), set()
-                for row in (0, 1, 4):  # landscape photo, failed row, tall rocket
-                    select.select_option(index=row)
-                    sizes = assert_images_fit(page, preview, f"preview {width}px row {row}")
-                    area = preview.bounding_box()
-                    boxes = [cards.nth(i).bounding_box() for i in range(3)]
-                    assert max(b["x"] + b["width"] for b in boxes) <= area["x"] + area["width"]
-                    widths.add(tuple(round(b["width"]) for b in boxes))
-                    infos = cards.locator(".widget-html:last-child")
-                    top = min(b["y"] for b in boxes)
-                    info_tops |= {round(infos.nth(i).bounding_box()["y"] - top) for i in range(3)}
-                    if width == 1024:  # the notebook is narrower than three 256 px cards
-                        assert all(s["w"] < 256 for s in sizes if s["nw"] == 256), sizes
-                    if row == 1:
-                        shown = preview.inner_text()
-                        on_cards = preview.locator(".bgcut-cards").inner_text()
-                        assert "missing-photo" not in on_cards  # the header names the row
-                        assert on_cards.count("failed") == 2, on_cards  # the outputs say why
-                        assert shown.count("file not found: ") == 1, shown
-                        assert str(jupyterlab.root) not in shown
-                        preview.screenshot(path=shots / f"failed-row-{width}.png")
-                assert len(widths) == 1, widths  # cards keep their widths between rows
-                assert len(info_tops) == 1, info_tops  # and their info lines line up
-                sizes = assert_images_fit(page, gallery, f"gallery {width}px")
-                assert len(sizes) == 6
-                grid = gallery.locator(".widget-gridbox").bounding_box()
-                assert (
-                    grid["x"] + grid["width"]
-                    <= gallery.bounding_box()["x"] + gallery.bounding_box()["width"]
-                )
-                gallery.screenshot(path=shots / f"gallery-failures-{width}.png")
+        preview = cell_output(page, notebook, "out.bgcut.preview()")
+        gallery = cell_output(page, notebook, "out.bgcut.gallery('cutout')")
+        select = preview.locator("select")
+        cards = preview.locator(".bgcut-card")
+        expect(cards).to_have_count(3)
+        for width in (1400, 1024):
+            page.set_viewport_size({"width": width, "height": 1600})
+            widths, info_tops = set(), set()
+            for row in (0, 1, 4):  # landscape photo, failed row, tall rocket
+                select.select_option(index=row)
+                sizes = assert_images_fit(page, preview, f"preview {width}px row {row}")
+                area = preview.bounding_box()
+                boxes = [cards.nth(i).bounding_box() for i in range(3)]
+                assert max(b["x"] + b["width"] for b in boxes) <= area["x"] + area["width"]
+                widths.add(tuple(round(b["width"]) for b in boxes))
+                infos = cards.locator(".widget-html:last-child")
+                top = min(b["y"] for b in boxes)
+                info_tops |= {round(infos.nth(i).bounding_box()["y"] - top) for i in range(3)}
+                if width == 1024:  # the notebook is narrower than three 256 px cards
+                    assert all(s["w"] < 256 for s in sizes if s["nw"] == 256), sizes
+                if row == 1:
+                    shown = preview.inner_text()
+                    on_cards = preview.locator(".bgcut-cards").inner_text()
+                    assert "missing-photo" not in on_cards  # the header names the row
+                    assert on_cards.count("failed") == 2, on_cards  # the outputs say why
+                    assert shown.count("file not found: ") == 1, shown
+                    assert str(jupyterlab.root) not in shown
+                    preview.screenshot(path=shots / f"failed-row-{width}.png")
+            assert len(widths) == 1, widths  # cards keep their widths between rows
+            assert len(info_tops) == 1, info_tops  # and their info lines line up
+            sizes = assert_images_fit(page, gallery, f"gallery {width}px")
+            assert len(sizes) == 6
+            grid = gallery.locator(".widget-gridbox").bounding_box()
+            assert (
+                grid["x"] + grid["width"]
+                <= gallery.bounding_box()["x"] + gallery.bounding_box()["width"]
+            )
+            gallery.screenshot(path=shots / f"gallery-failures-{width}.png")
 
-            slider_output = cell_output(page, notebook, "many.bgcut.preview()")
-            slider = slider_output.locator(".widget-hslider .slider-container")
-            expect(slider).to_be_visible()
-            assert slider.bounding_box()["width"] >= 300
+        slider_output = cell_output(page, notebook, "many.bgcut.preview()")
+        slider = slider_output.locator(".widget-hslider .slider-container")
+        expect(slider).to_be_visible()
+        assert slider.bounding_box()["width"] >= 300
 
-            page.locator(".lm-MenuBar-item", has_text=re.compile(r"^Settings$")).click()
-            page.locator(".lm-Menu-item", has_text=re.compile(r"^Theme")).hover()
-            page.locator(".lm-Menu-item", has_text=re.compile(r"^JupyterLab Dark$")).click()
-            page.wait_for_function("document.body.dataset.jpThemeLight === 'false'")
-            page.wait_for_timeout(500)
-            select.select_option(index=1)
-            note = preview.locator(".bgcut-note").last
-            colour, background = note.evaluate(COLOURS)
-            assert contrast(colour, background) >= 4.5, (colour, background)
-            page.screenshot(path=shots / "failures-dark.png")
-        except Exception:
-            page.screenshot(path=shots / "failure.png")
-            (shots / "failure.html").write_text(page.content())
-            raise
-        finally:
-            browser.close()
-    assert not problems, "\n".join(problems)
+        page.locator(".lm-MenuBar-item", has_text=re.compile(r"^Settings$")).click()
+        page.locator(".lm-Menu-item", has_text=re.compile(r"^Theme")).hover()
+        page.locator(".lm-Menu-item", has_text=re.compile(r"^JupyterLab Dark$")).click()
+        page.wait_for_function("document.body.dataset.jpThemeLight === 'false'")
+        page.wait_for_timeout(500)
+        select.select_option(index=1)
+        note = preview.locator(".bgcut-note").last
+        colour, background = note.evaluate(COLOURS)
+        assert contrast(colour, background) >= 4.5, (colour, background)
+        page.screenshot(path=shots / "failures-dark.png")

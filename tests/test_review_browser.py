@@ -18,6 +18,7 @@ from test_browser import (  # noqa: F401 - chromium and jupyterlab are fixtures
     cell_output,
     chromium,
     jupyterlab,
+    lab_page,
     run_all_cells,
     screenshot_dir,
     wait_for_kernel,
@@ -57,60 +58,40 @@ def write_notebook(path: Path, cells: list[str]) -> None:
 
 
 def test_review_keyboard_in_jupyterlab(chromium: Path, jupyterlab: Lab):  # noqa: F811
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     write_notebook(jupyterlab.root / "notebooks" / "review-keys.ipynb", [SETUP, SHOW, CHECK])
-    shots = screenshot_dir()
-    problems: list[str] = []
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1400})
-        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-        try:
-            page.goto(
-                f"{jupyterlab.url}/lab/tree/notebooks/review-keys.ipynb?token={jupyterlab.token}"
-            )
-            book = page.locator(".jp-NotebookPanel .jp-Notebook")
-            expect(book).to_be_visible(timeout=120_000)
-            wait_for_kernel(page, jupyterlab, "review-keys.ipynb")
-            page.locator(".lm-MenuBar-item", has_text=re.compile(r"^Run$")).click()
-            page.locator(".lm-Menu-item", has_text=re.compile(r"^Run All Cells")).click()
-            page.wait_for_function(ALL_CELLS_RAN, timeout=RUN_TIMEOUT_MS, polling=500)
-            review = page.locator(".bgcut-review")
-            expect(review).to_be_visible(timeout=60_000)
-            progress = review.locator(".bgcut-review-progress")
-            expect(progress).to_contain_text("0 of 3 reviewed, 0 rejected")
-            expect(review).to_contain_text("row 1 of 3: 1 · photo1.jpg")  # the riskiest first
-            cells = book.locator(".jp-Cell").count()
+    with lab_page(chromium, 1400, "review-failure", console=False) as (page, shots):
+        book = run_all_cells(page, jupyterlab, "review-keys.ipynb")
+        review = page.locator(".bgcut-review")
+        expect(review).to_be_visible(timeout=60_000)
+        progress = review.locator(".bgcut-review-progress")
+        expect(progress).to_contain_text("0 of 3 reviewed, 0 rejected")
+        expect(review).to_contain_text("row 1 of 3: 1 · photo1.jpg")  # the riskiest first
+        cells = book.locator(".jp-Cell").count()
 
-            review.hover()  # the keys are the widget's while the pointer is over it
-            page.keyboard.press("a")  # row 1 approved
-            expect(progress).to_contain_text("1 of 3 reviewed, 0 rejected")
-            page.keyboard.press("r")  # row 2 rejected
-            expect(progress).to_contain_text("2 of 3 reviewed, 1 rejected")
-            page.keyboard.press("ArrowLeft")
-            page.keyboard.press("u")  # row 2 undecided again
-            expect(progress).to_contain_text("1 of 3 reviewed, 0 rejected")
-            page.keyboard.press(" ")  # skip to row 0
-            page.keyboard.press("r")
-            expect(progress).to_contain_text("2 of 3 reviewed, 1 rejected")
-            expect(review).to_contain_text("row 3 of 3 (the last): 0 · photo0.jpg")
-            assert book.locator(".jp-Cell").count() == cells  # no key reached JupyterLab
-            review.screenshot(path=shots / "review.png")
+        review.hover()  # the keys are the widget's while the pointer is over it
+        page.keyboard.press("a")  # row 1 approved
+        expect(progress).to_contain_text("1 of 3 reviewed, 0 rejected")
+        page.keyboard.press("r")  # row 2 rejected
+        expect(progress).to_contain_text("2 of 3 reviewed, 1 rejected")
+        page.keyboard.press("ArrowLeft")
+        page.keyboard.press("u")  # row 2 undecided again
+        expect(progress).to_contain_text("1 of 3 reviewed, 0 rejected")
+        page.keyboard.press(" ")  # skip to row 0
+        page.keyboard.press("r")
+        expect(progress).to_contain_text("2 of 3 reviewed, 1 rejected")
+        expect(review).to_contain_text("row 3 of 3 (the last): 0 · photo0.jpg")
+        assert book.locator(".jp-Cell").count() == cells  # no key reached JupyterLab
+        review.screenshot(path=shots / "review.png")
 
-            # the kernel's frame has the decisions (run the last cell again)
-            last = book.locator(".jp-CodeCell").nth(2)
-            last.locator(".jp-InputArea").click()
-            page.keyboard.press("Control+Enter")
-            expect(last.locator(".jp-OutputArea")).to_contain_text(
-                "decisions: ['rejected', 'approved', '']", timeout=60_000
-            )
-        except Exception:
-            page.screenshot(path=shots / "review-failure.png")
-            raise
-        finally:
-            browser.close()
-    assert not problems, "\n".join(problems)
+        # the kernel's frame has the decisions (run the last cell again)
+        last = book.locator(".jp-CodeCell").nth(2)
+        last.locator(".jp-InputArea").click()
+        page.keyboard.press("Control+Enter")
+        expect(last.locator(".jp-OutputArea")).to_contain_text(
+            "decisions: ['rejected', 'approved', '']", timeout=60_000
+        )
 
 
 def test_dataset_workflow_in_jupyterlab(chromium: Path, jupyterlab: Lab):  # noqa: F811
@@ -120,7 +101,7 @@ def test_dataset_workflow_in_jupyterlab(chromium: Path, jupyterlab: Lab):  # noq
     running the notebook again keeps every decision."""
     import shutil
 
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
     from pycocotools.coco import COCO
 
     from bgcut_nb.dataset.compliance import check_image
@@ -133,84 +114,72 @@ def test_dataset_workflow_in_jupyterlab(chromium: Path, jupyterlab: Lab):  # noq
             shutil.copy(photo, data / photo.name)
     names = [p.name for p in photos] + ["missing-photo.jpg"]
     (data / "images.csv").write_text("path\n" + "\n".join(names) + "\n")
-    shots = screenshot_dir()
-    problems: list[str] = []
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1400})
-        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-        try:
-            book = run_all_cells(page, jupyterlab, "review.ipynb")
-            review = page.locator(".bgcut-review")
-            expect(review).to_be_visible(timeout=60_000)
-            progress = review.locator(".bgcut-review-progress")
-            rows = len(names)
-            expect(progress).to_contain_text(f"0 of {rows} reviewed, 0 rejected")
-            position = review.locator(".widget-html", has_text=re.compile(r"^row \d+ of"))
-            review.hover()  # the keys are the widget's while the pointer is over it
-            risks: list[float] = []
-            for step in range(rows):
-                expect(position).to_contain_text(f"row {step + 1} of {rows}")
-                text = position.inner_text()
-                risk = re.search(r"risk (\d+\.\d+)", text)
-                if step == 0:
-                    review.screenshot(path=shots / "review-worst-first.png")
-                if risk is None:  # the missing file: no cut-out, no risk, last
-                    assert "missing-photo.jpg" in text
-                    page.keyboard.press(" ")
-                    continue
-                risks.append(float(risk.group(1)))
-                page.keyboard.press("r" if step == 0 else "a")
-            assert len(risks) == len(photos) and risks == sorted(risks, reverse=True), risks
-            approved = len(photos) - 1
-            expect(progress).to_contain_text(f"{approved + 1} of {rows} reviewed, 1 rejected")
+    with lab_page(chromium, 1400, "review-failure", console=False) as (page, shots):
+        book = run_all_cells(page, jupyterlab, "review.ipynb")
+        review = page.locator(".bgcut-review")
+        expect(review).to_be_visible(timeout=60_000)
+        progress = review.locator(".bgcut-review-progress")
+        rows = len(names)
+        expect(progress).to_contain_text(f"0 of {rows} reviewed, 0 rejected")
+        position = review.locator(".widget-html", has_text=re.compile(r"^row \d+ of"))
+        review.hover()  # the keys are the widget's while the pointer is over it
+        risks: list[float] = []
+        for step in range(rows):
+            expect(position).to_contain_text(f"row {step + 1} of {rows}")
+            text = position.inner_text()
+            risk = re.search(r"risk (\d+\.\d+)", text)
+            if step == 0:
+                review.screenshot(path=shots / "review-worst-first.png")
+            if risk is None:  # the missing file: no cut-out, no risk, last
+                assert "missing-photo.jpg" in text
+                page.keyboard.press(" ")
+                continue
+            risks.append(float(risk.group(1)))
+            page.keyboard.press("r" if step == 0 else "a")
+        assert len(risks) == len(photos) and risks == sorted(risks, reverse=True), risks
+        approved = len(photos) - 1
+        expect(progress).to_contain_text(f"{approved + 1} of {rows} reviewed, 1 rejected")
 
-            # the cells after the widget again: decisions, estimate, final, exports, amazon
-            last_prompt = book.locator(".jp-CodeCell .jp-InputPrompt").last
-            before = last_prompt.inner_text()
-            book.locator(".jp-CodeCell", has_text="reviewed = draft.bgcut.reviewed").locator(
-                ".jp-InputPrompt"
-            ).click()
-            page.locator(".lm-MenuBar-item", has_text=re.compile(r"^Run$")).click()
-            page.locator(
-                ".lm-Menu-item", has_text=re.compile(r"^Run Selected Cell and All Below")
-            ).click()
-            page.wait_for_function(
-                "([el, old]) => el.textContent.trim() !== old"
-                " && /^\\[\\d+\\]:$/.test(el.textContent.trim())",
-                arg=[last_prompt.element_handle(), before],
-                timeout=RUN_TIMEOUT_MS,
-                polling=500,
-            )
-            page.wait_for_function(ALL_CELLS_RAN, timeout=RUN_TIMEOUT_MS, polling=500)
-            assert not book.locator('[data-mime-type="application/vnd.jupyter.error"]').count()
-            out = jupyterlab.root / "output" / "review"
-            coco = COCO(str(out / "coco.json"))
-            assert len(coco.anns) == approved and len(coco.imgs) == approved
-            spec = preset("amazon-main")
-            canvases = sorted((out / "amazon-main").glob("*.jpg"))
-            assert len(canvases) == approved
-            for canvas in canvases:
-                assert check_image(canvas, spec).ok, check_image(canvas, spec)
-            expect(cell_output(page, book, 'checked[["path"')).not_to_contain_text("False")
+        # the cells after the widget again: decisions, estimate, final, exports, amazon
+        last_prompt = book.locator(".jp-CodeCell .jp-InputPrompt").last
+        before = last_prompt.inner_text()
+        book.locator(".jp-CodeCell", has_text="reviewed = draft.bgcut.reviewed").locator(
+            ".jp-InputPrompt"
+        ).click()
+        page.locator(".lm-MenuBar-item", has_text=re.compile(r"^Run$")).click()
+        page.locator(
+            ".lm-Menu-item", has_text=re.compile(r"^Run Selected Cell and All Below")
+        ).click()
+        page.wait_for_function(
+            "([el, old]) => el.textContent.trim() !== old"
+            " && /^\\[\\d+\\]:$/.test(el.textContent.trim())",
+            arg=[last_prompt.element_handle(), before],
+            timeout=RUN_TIMEOUT_MS,
+            polling=500,
+        )
+        page.wait_for_function(ALL_CELLS_RAN, timeout=RUN_TIMEOUT_MS, polling=500)
+        assert not book.locator('[data-mime-type="application/vnd.jupyter.error"]').count()
+        out = jupyterlab.root / "output" / "review"
+        coco = COCO(str(out / "coco.json"))
+        assert len(coco.anns) == approved and len(coco.imgs) == approved
+        spec = preset("amazon-main")
+        canvases = sorted((out / "amazon-main").glob("*.jpg"))
+        assert len(canvases) == approved
+        for canvas in canvases:
+            assert check_image(canvas, spec).ok, check_image(canvas, spec)
+        expect(cell_output(page, book, 'checked[["path"')).not_to_contain_text("False")
 
-            # a restarted kernel, the whole notebook again: every decision is still there
-            page.locator(".lm-MenuBar-item", has_text=re.compile(r"^Kernel$")).click()
-            page.locator(
-                ".lm-Menu-item", has_text=re.compile(r"^Restart Kernel and Run All Cells")
-            ).click()
-            page.locator(".jp-Dialog .jp-Dialog-button.jp-mod-accept").click()
-            expect(page.locator(".bgcut-review")).to_have_count(0, timeout=60_000)
-            review = page.locator(".bgcut-review")
-            expect(review.locator(".bgcut-review-progress")).to_contain_text(
-                f"{approved + 1} of {rows} reviewed, 1 rejected", timeout=RUN_TIMEOUT_MS
-            )
-            page.wait_for_function(ALL_CELLS_RAN, timeout=RUN_TIMEOUT_MS, polling=500)
-            expect(cell_output(page, book, 'checked[["path"')).not_to_contain_text("False")
-            page.screenshot(path=shots / "review-notebook.png")
-        except Exception:
-            page.screenshot(path=shots / "review-failure.png")
-            raise
-        finally:
-            browser.close()
-    assert not problems, "\n".join(problems)
+        # a restarted kernel, the whole notebook again: every decision is still there
+        page.locator(".lm-MenuBar-item", has_text=re.compile(r"^Kernel$")).click()
+        page.locator(
+            ".lm-Menu-item", has_text=re.compile(r"^Restart Kernel and Run All Cells")
+        ).click()
+        page.locator(".jp-Dialog .jp-Dialog-button.jp-mod-accept").click()
+        expect(page.locator(".bgcut-review")).to_have_count(0, timeout=60_000)
+        review = page.locator(".bgcut-review")
+        expect(review.locator(".bgcut-review-progress")).to_contain_text(
+            f"{approved + 1} of {rows} reviewed, 1 rejected", timeout=RUN_TIMEOUT_MS
+        )
+        page.wait_for_function(ALL_CELLS_RAN, timeout=RUN_TIMEOUT_MS, polling=500)
+        expect(cell_output(page, book, 'checked[["path"')).not_to_contain_text("False")
+        page.screenshot(path=shots / "review-notebook.png")
