@@ -54,13 +54,19 @@ def photo(width: int, height: int, seed: int) -> bytes:
     return buffer.getvalue()
 
 
-def start_server(storage: Path) -> tuple[subprocess.Popen, str]:
+def start_server(
+    storage: Path, extra: list[str] | None = None, key: str = KEY
+) -> tuple[subprocess.Popen, str]:
+    """``bgcut-nb serve`` on a free loopback port (``extra``: its options, default unlimited
+    credits and no rate limit); the process and its base URL."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    if extra is None:
+        extra = ["--credits", "100000", "--rate-limit", "0"]
     command = [
-        sys.executable, "-m", "bgcut_nb", "serve", "--port", str(port), "--api-key", KEY,
-        "--credits", "100000", "--storage-dir", str(storage), "--rate-limit", "0",
+        sys.executable, "-m", "bgcut_nb", "serve", "--port", str(port), "--api-key", key,
+        "--storage-dir", str(storage), *extra,
     ]  # fmt: skip
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"

@@ -38,25 +38,16 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import load  # noqa: E402 - benchmarks/load.py: starting the server
+
 from bgcut_nb.contract.wire import UPLOAD_PATH  # noqa: E402
-from bgcut_nb.server.testing import wait_until_serving  # noqa: E402
 
 KEY = "slowloris-bench-key"
 
 
 def start_server(storage: Path, extra: list[str]) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    command = [
-        sys.executable, "-m", "bgcut_nb", "serve", "--simulate", "--port", str(port),
-        "--api-key", KEY, "--storage-dir", str(storage), *extra,
-    ]  # fmt: skip
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    if not wait_until_serving(proc, base):
-        raise SystemExit("the server did not start")
-    return proc, base
+    """``bgcut-nb serve --simulate`` with ``extra`` options (load.py starts it)."""
+    return load.start_server(storage, ["--simulate", *extra], key=KEY)
 
 
 def is_closed(sock: socket.socket) -> bool:
