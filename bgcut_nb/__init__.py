@@ -26,6 +26,7 @@ from .notebook import accessor as _accessor  # noqa: F401 - registers df.bgcut a
 from .notebook.accessor import EstimateWarning
 from .notebook.batch import BatchError, BatchStoppedWarning
 from .notebook.cache import ReuseCache
+from .notebook.columns import ImageColumnError
 
 if "dask.dataframe" in _sys.modules:  # dask came first: register ddf.bgcut (never import dask)
     from .notebook import dask as _dask  # noqa: F401
@@ -43,6 +44,7 @@ __all__ = [
     "CostTable",
     "DEFAULT_COSTS",
     "EstimateWarning",
+    "ImageColumnError",
     "InsufficientCreditsError",
     "InvalidImageError",
     "LocalBackend",

@@ -12,6 +12,8 @@ from typing import Any
 
 import pandas as pd
 
+from ..contract.errors import BgcutError
+
 __all__ = [
     "UNIQUE_FILENAME_COL",
     "ERROR_COL",
@@ -51,7 +53,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 META_KEY = "bgcut"
 
 
-class ImageColumnError(KeyError, ValueError):
+class ImageColumnError(BgcutError, KeyError, ValueError):
     """Which column holds the images is unclear: none or several look like images, or the one
     named is not a column. ``str()`` speaks Python (``pass image_col='<column>'``);
     :meth:`explain` lets another front end (the command line) name its own option.

@@ -137,6 +137,7 @@ class BgcutDaskAccessor:
         errors: Errors = "coerce",
         cache: ReuseCache | str | os.PathLike[str] | bool | None = None,
         base_dir: str | os.PathLike[str] | None = None,
+        progress: bool = True,
     ) -> dd.DataFrame:
         """The lazy equivalent of ``df.bgcut.process`` (see there for columns and semantics).
 
@@ -148,6 +149,9 @@ class BgcutDaskAccessor:
         to this process's current directory), so workers resolve paths as pandas would.
         ``max_workers`` is the rows each partition runs at once. ``errors="raise"`` raises the
         first :class:`~bgcut_nb.notebook.batch.BatchError` when the result is computed.
+        ``progress`` is accepted as in pandas and has no effect here: rows run on the workers,
+        whose bars nobody sees; use Dask's own (``distributed.progress(ddf.persist())`` or
+        the dashboard).
         """
         if isinstance(backend, Backend):
             raise TypeError(
