@@ -37,6 +37,7 @@ from bgcut_nb.engine.models import (
     model_file,
     verify_file,
 )
+from bgcut_nb.server.testing import ServerThread, wait_until_serving
 
 NEW_MODELS = ["isnet-general-use", "birefnet-general-lite", "birefnet-general"]
 
@@ -217,8 +218,6 @@ def test_unknown_model_or_tier_is_refused_at_once(tmp_path):
 
 
 def test_server_uses_the_high_tier_model_it_was_given(drop_in, tmp_path):
-    from bgcut_nb.server.testing import ServerThread
-
     write_graph("isnet-general-use", drop_in)
     with ServerThread(
         {"k": 10.0}, tmp_path / "server", models={"high": "isnet-general-use"}, rate_limit=0
@@ -242,14 +241,7 @@ def test_serve_command_takes_a_model_per_tier(drop_in, tmp_path):
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                requests.get(base + "/openapi.json", timeout=1)
-                break
-            except requests.ConnectionError:
-                assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
-                time.sleep(0.2)
+        assert wait_until_serving(proc, base), "serve did not start"
         client = RemoteBackend("k", base)
         uid = client.upload_image(square_png()).unique_filename
         result = client.process_image(uid, [{"variant_name": "cut", "quality": "high"}])
