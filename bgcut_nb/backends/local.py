@@ -45,7 +45,7 @@ from ..engine.imaging import (
     decode_image,
     inspect_image,
 )
-from ..engine.matting import QUALITIES, TIER_MODELS, Cutout
+from ..engine.matting import QUALITIES, TIER_MODELS, Cutout, tier_models
 
 __all__ = ["LocalBackend", "safe_filename"]
 
@@ -87,9 +87,12 @@ class LocalBackend(Backend):
         providers: str | Sequence[str] | None = None,
         matte_memory: int = 8,
         matte_bytes: int = 256 * 1024 * 1024,
+        models: Mapping[str, str] | None = None,
     ) -> None:
         self.storage_dir = resolve_storage_dir(storage_dir).resolve()
         self.model_dir = resolve_model_dir(model_dir)
+        #: The registry model each quality tier runs (``models`` over ``TIER_MODELS``).
+        self.tier_models = tier_models(models)
         self.upload_ttl = float(upload_ttl)
         self.max_pixels = max_pixels
         self.process_max_pixels = int(process_max_pixels)
@@ -123,9 +126,13 @@ class LocalBackend(Backend):
         if self._engine is None:
             with self._engine_lock:
                 if self._engine is None:
+                    from ..engine.matting import Matting
                     from ..engine.pipeline import LocalEngine
 
-                    self._engine = LocalEngine(self.model_dir, providers=self.providers)
+                    matting = Matting(
+                        self.model_dir, providers=self.providers, models=self.tier_models
+                    )
+                    self._engine = LocalEngine(self.model_dir, matting, providers=self.providers)
         return self._engine
 
     # -- uploads -------------------------------------------------------------------------------
@@ -221,7 +228,8 @@ class LocalBackend(Backend):
                 if not self._reuse_output(path):  # an identical variant of this call made it
                     atomic_write_bytes(path, self.engine.render(cutouts[key], variant))
                 if key not in measured:
-                    measured[key] = _signals_json(cutouts[key], _partner_pass(folder, key, cutouts))
+                    partner = _partner_pass(folder, key, cutouts, self.tier_models)
+                    measured[key] = _signals_json(cutouts[key], partner)
                 atomic_write_text(path.parent / SIGNALS_FILE, measured[key])
         except FileNotFoundError:  # deleted meanwhile (expired and swept, or lost)
             raise NotFoundError() from None
@@ -243,7 +251,7 @@ class LocalBackend(Backend):
             return need
         by_model: dict[str, list[str]] = {}
         for quality in need:  # by the tiers' models as named: no model is loaded to decide
-            by_model.setdefault(TIER_MODELS[quality], []).append(quality)
+            by_model.setdefault(self.tier_models[quality], []).append(quality)
         budgets = {}
         for tiers in by_model.values():
             sizes = [need[q] for q in tiers]
@@ -259,11 +267,22 @@ class LocalBackend(Backend):
         need = min(self.process_max_pixels, max(_MIN_WORK_PIXELS, need))
         return 0 if need >= width * height else need
 
-    @staticmethod
-    def _output_path(folder: Path, variant: Variant, budget: int) -> Path:
+    def _model_tag(self, quality: str) -> str:
+        """What marks a tier's stored mattes and outputs as another model's than the default
+        (``""`` for the default mapping, so stored files keep their names)."""
+        model = self.tier_models[quality]
+        return "" if model == TIER_MODELS[quality] else f"~{model}"
+
+    def _matte_name(self, quality: str, budget: int) -> str:
+        """A stored matte's name: the tier, the pixel budget, a non-default model."""
+        return _tier_name(quality, budget) + self._model_tag(quality)
+
+    def _output_path(self, folder: Path, variant: Variant, budget: int) -> Path:
         """Where the variant's output is kept: one folder per rendering (everything but the
-        name, and the pixel budget it was matted at), the file named after the variant."""
+        name, the pixel budget it was matted at and a non-default model), the file named after
+        the variant."""
         rendering = variant.cache_key() if not budget else f"{variant.cache_key()}@{budget}"
+        rendering += self._model_tag(variant.quality)
         digest = hashlib.sha256(rendering.encode()).hexdigest()[:16]
         name = f"{safe_filename(variant.variant_name)}.{variant.extension}"
         return folder / "outputs" / digest / name
@@ -320,13 +339,13 @@ class LocalBackend(Backend):
                 )
             image = decoded[budget]
             for quality in missing:
-                stored = self._load_matte(folder, _tier_name(quality, budget), quality, image)
+                stored = self._load_matte(folder, self._matte_name(quality, budget), quality, image)
                 if stored is not None:
                     found[quality] = stored
             computed = [q for q in missing if q not in found]
             if computed:
                 for quality, cutout in self.engine.cutouts(image, computed).items():
-                    self._save_matte(folder, _tier_name(quality, budget), cutout)
+                    self._save_matte(folder, self._matte_name(quality, budget), cutout)
                     found[quality] = cutout
             with self._locks_guard:
                 for quality in missing:
@@ -398,12 +417,15 @@ class LocalBackend(Backend):
 
 
 def _partner_pass(
-    folder: Path, key: tuple[str, int], cutouts: dict[tuple[str, int], Cutout]
+    folder: Path,
+    key: tuple[str, int],
+    cutouts: dict[tuple[str, int], Cutout],
+    models: Mapping[str, str],
 ) -> np.ndarray | None:
     """The other model's raw pass on the same image, when at hand (this call's cut-outs or a
     stored matte; never run for the purpose): u2netp's for a u2net tier and the reverse."""
     quality = key[0]
-    others = [q for q in QUALITIES if TIER_MODELS[q] != TIER_MODELS[quality]]
+    others = [q for q in QUALITIES if models[q] != models[quality]]
     for (other, _), cutout in cutouts.items():
         if other in others and cutout.model_pass is not None:
             return cutout.model_pass

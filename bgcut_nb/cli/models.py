@@ -18,7 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "names", nargs="*", metavar="NAME", help="model names, or 'all' (default: u2netp)"
     )
     pull.add_argument("--model-dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    lst = sub.add_parser("list", help="list known models, whether present, path and size")
+    lst = sub.add_parser(
+        "list", help="list known models: whether installed, size, licence, input size, path"
+    )
     lst.add_argument("--model-dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
@@ -26,16 +28,29 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from bgcut_nb.contract.errors import ModelUnavailableError
-    from bgcut_nb.engine.models import DEFAULT_MODEL, MODELS, ensure_model, model_file, verify_file
+    from bgcut_nb.engine.models import (
+        DEFAULT_MODEL,
+        MODELS,
+        ensure_model,
+        model_file,
+        unverified_allowed,
+        verify_file,
+    )
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     if args.models_command == "list":
-        print(f"{'name':<8} {'present':<8} {'size':>10}  path")
+        # installed: yes (checksum verified), no, or "unverified" (a file under the registry's
+        # name whose checksum does not match: used only with BGCUT_MODEL_UNVERIFIED=1)
+        print(f"{'name':<22} {'installed':<10} {'size':>10} {'licence':<11} {'input':<9}  path")
         for name, spec in MODELS.items():
             path = model_file(name, args.model_dir)
-            present = verify_file(path, spec) is None
-            size = f"{spec.size_bytes / 1e6:.1f} MB"
-            print(f"{name:<8} {'yes' if present else 'no':<8} {size:>10}  {path}")
+            problem = verify_file(path, spec)
+            state = "yes" if problem is None else "no" if problem == "not present" else "unverified"
+            size = f"{spec.approx_mb:.1f}MB" + ("" if spec.size_bytes else "~")
+            shape = "x".join(map(str, spec.input_size))
+            print(f"{name:<22} {state:<10} {size:>10} {spec.licence:<11} {shape:<9}  {path}")
+        if unverified_allowed():
+            print("BGCUT_MODEL_UNVERIFIED is set: unverified copies are used", file=sys.stderr)
         from bgcut_nb.engine.pipeline import LocalEngine
 
         try:

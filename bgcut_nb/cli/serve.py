@@ -42,6 +42,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     store.add_argument("--db", help="SQLite database path (default: STORAGE_DIR/server.sqlite3)")
     store.add_argument("--model-dir", help="where the engine's model files live")
+    for tier in ("low", "medium", "high"):
+        store.add_argument(
+            f"--model-{tier}",
+            metavar="NAME",
+            help=f"registry model of the {tier} tier (see `bgcut-nb models list`; default: "
+            "u2netp for low, u2net for medium and high)",
+        )
     store.add_argument(
         "--upload-ttl", type=float, default=UPLOAD_LIFETIME, help="seconds (default: 2 h)"
     )
@@ -178,6 +185,20 @@ def _api_keys(args: argparse.Namespace) -> dict[str, float]:
     return keys
 
 
+def _tier_models(args: argparse.Namespace) -> dict[str, str]:
+    """The ``--model-TIER`` choices, names checked against the registry (``ValueError``)."""
+    from ..contract.errors import ModelUnavailableError
+    from ..engine.matting import tier_models
+
+    tiers = ("low", "medium", "high")
+    chosen = {t: getattr(args, f"model_{t}") for t in tiers if getattr(args, f"model_{t}")}
+    try:
+        tier_models(chosen)
+    except ModelUnavailableError as exc:
+        raise ValueError(str(exc)) from None
+    return chosen
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         import uvicorn
@@ -196,6 +217,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         keys = _api_keys(args)
+        models = _tier_models(args)
         faults = (
             FaultSpec(
                 rate=args.fault_rate,
@@ -230,6 +252,7 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(
         backend,
         model_dir=args.model_dir,
+        models=models,
         api_keys=keys,
         storage_dir=args.storage_dir,
         db_path=args.db,

