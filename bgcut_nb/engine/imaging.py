@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from ..contract.errors import INVALID_IMAGE_DETAIL, InvalidImageError
-from ..contract.formats import sniff_format
+from ..contract.formats import MAX_INPUT_PIXELS, sniff_format
 
 __all__ = [
     "decode_image",
@@ -31,9 +31,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Largest input accepted, in pixels (about 8000 x 8000). Bigger inputs are refused before
-#: decoding, which is what protects against decompression bombs.
-DEFAULT_MAX_PIXELS = 64_000_000
+#: Largest input accepted, in pixels (about 8000 x 8000): the API's limit. Bigger inputs are
+#: refused before decoding, which is what protects against decompression bombs.
+DEFAULT_MAX_PIXELS = MAX_INPUT_PIXELS
 
 #: Largest image the engine processes, in pixels: bigger inputs are decoded at this size (JPEG
 #: straight from its DCT at a reduced scale) before matting, so memory per call stays bounded.

@@ -33,7 +33,6 @@ only approved rows (:func:`review_decisions`, :func:`skip_reasons`).
 from __future__ import annotations
 
 import html
-import io
 import math
 import os
 from collections.abc import Hashable, Iterable, Mapping, Sequence
@@ -43,7 +42,6 @@ from typing import Any
 
 import ipywidgets as widgets
 import pandas as pd
-from PIL import Image, ImageOps
 
 from ..contract.variants import Variant, parse_variants
 from .cache import ReuseCache, sha256_bytes, sha256_file
@@ -58,6 +56,7 @@ from .widgets import (
     _variant_names,
     placeholder,
     row_label,
+    thumbnail,
 )
 
 __all__ = [
@@ -249,16 +248,9 @@ def draft_dir(out_dir: str | os.PathLike[str]) -> Path:
 
 # -- pixels ------------------------------------------------------------------------------------
 def on_colour(source: str | os.PathLike[str] | bytes, size: int, colour: str) -> bytes:
-    """A PNG thumbnail (long side ``size``) of an image composited over a flat ``colour``."""
-    data = source if isinstance(source, bytes) else Path(source).read_bytes()
-    with Image.open(io.BytesIO(data)) as opened:
-        image = ImageOps.exif_transpose(opened)
-        image.thumbnail((size, size), Image.Resampling.LANCZOS)
-        rgba = image.convert("RGBA")
-    canvas = Image.new("RGBA", rgba.size, colour)
-    buffer = io.BytesIO()
-    Image.alpha_composite(canvas, rgba).convert("RGB").save(buffer, format="PNG")
-    return buffer.getvalue()
+    """A PNG thumbnail (long side ``size``) of an image composited over a flat ``colour``
+    (:func:`~.widgets.thumbnail`'s decoding: reduced JPEG decodes, oversized images refused)."""
+    return thumbnail(source, size, background=colour)[0]
 
 
 # -- the widget --------------------------------------------------------------------------------

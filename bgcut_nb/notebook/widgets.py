@@ -116,12 +116,17 @@ def _checkerboard(size: tuple[int, int]) -> Image.Image:
 
 
 def thumbnail(
-    source: str | os.PathLike[str] | bytes, size: int = PREVIEW_SIZE, *, fmt: str = "png"
+    source: str | os.PathLike[str] | bytes,
+    size: int = PREVIEW_SIZE,
+    *,
+    fmt: str = "png",
+    background: str | None = None,
 ) -> tuple[bytes, ImageInfo]:
     """A small encoded thumbnail of an image file (or bytes) and facts about the full file.
 
-    Transparent pixels are composited over a checkerboard; EXIF orientation is applied.
-    ``fmt`` is ``"png"`` (exact) or ``"jpeg"`` (smaller).
+    Transparent pixels are composited over a checkerboard, or over ``background`` (a colour
+    such as ``"#00b140"``); EXIF orientation is applied. ``fmt`` is ``"png"`` (exact) or
+    ``"jpeg"`` (smaller).
     """
     from PIL import ImageOps
 
@@ -136,8 +141,11 @@ def thumbnail(
     has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
     if has_alpha:
         rgba = image.convert("RGBA")
-        board = _checkerboard(rgba.size).convert("RGBA")
-        image = Image.alpha_composite(board, rgba).convert("RGB")
+        if background is None:
+            under = _checkerboard(rgba.size).convert("RGBA")
+        else:
+            under = Image.new("RGBA", rgba.size, background)
+        image = Image.alpha_composite(under, rgba).convert("RGB")
     else:
         image = image.convert("RGB")
     buffer = io.BytesIO()
