@@ -99,7 +99,9 @@ def uvicorn_config(app: Any, limits: ConnectionLimits, **options: Any) -> uvicor
 
 def _protocol_class(limits: ConnectionLimits) -> type[H11Protocol]:
     return type(
-        "LimitedH11Protocol", (_LimitedH11,), {"limits": limits, "open_per_address": Counter()}
+        "LimitedH11Protocol",
+        (_LimitedH11,),
+        {"limits": limits, "open_per_address": Counter(), "handling": _Handling()},
     )
 
 
@@ -127,11 +129,23 @@ async def _refuse(send: Any, status: int, detail: str, retry_after: int) -> None
     await send({"type": "http.response.body", "body": body})
 
 
+class _Handling:
+    """Requests admitted to the app and not yet finished, across one server's connections.
+
+    Counted when a request is admitted, not from uvicorn's task set: tasks are created for
+    every request whose head arrived in one loop turn before any of them runs, so counting
+    them would refuse requests that were all within the limit."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
 class _LimitedH11(H11Protocol):
     """uvicorn's h11 protocol with the deadlines and caps of :class:`ConnectionLimits`."""
 
     limits: ClassVar[ConnectionLimits]
     open_per_address: ClassVar[Counter[str]]
+    handling: ClassVar[_Handling]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -263,8 +277,12 @@ class _LimitedH11(H11Protocol):
             await _refuse(send, 429, detail, retry_after=1)
             return
         limit = self.limits.limit_concurrency
-        if limit and len(self.tasks) > limit:  # this request's own task is counted
+        if limit and self.handling.count >= limit:
             detail = f"Server busy: {limit} requests are being handled"
             await _refuse(send, 503, detail, retry_after=1)
             return
-        await self._inner_app(scope, receive, send)
+        self.handling.count += 1  # one event loop: no other request runs between check and count
+        try:
+            await self._inner_app(scope, receive, send)
+        finally:
+            self.handling.count -= 1
