@@ -116,8 +116,8 @@ def simulate(args: argparse.Namespace) -> int:
 
     import bgcut_nb  # noqa: F401 - registers df.bgcut
     from bgcut_nb.backends.remote import RemoteBackend
-    from bgcut_nb.server.simulator import SimulatorSpec
-    from bgcut_nb.server.testing import ServerThread
+    from bgcut_nb.testing.server import ServerThread
+    from bgcut_nb.testing.simulator import SimulatorSpec
 
     plans = [float(p) for p in args.plans.split(",")]
     images = args.images or 200
@@ -236,8 +236,8 @@ def main() -> int:
     import bgcut_nb  # noqa: F401 - registers df.bgcut
     from bgcut_nb.backends.local import LocalBackend
     from bgcut_nb.backends.remote import RemoteBackend
-    from bgcut_nb.server.faults import FaultSpec
-    from bgcut_nb.server.testing import ServerThread
+    from bgcut_nb.testing.faults import FaultSpec
+    from bgcut_nb.testing.server import ServerThread
 
     with tempfile.TemporaryDirectory(prefix="bgcut-bench-") as tmp:
         root = Path(tmp)

@@ -39,8 +39,8 @@ from bgcut_nb.backends.remote import RemoteBackend, RetryPolicy  # noqa: E402
 from bgcut_nb.contract.pricing import DEFAULT_COSTS  # noqa: E402
 from bgcut_nb.notebook.batch import run_batch  # noqa: E402
 from bgcut_nb.notebook.cache import ReuseCache  # noqa: E402
-from bgcut_nb.server.faults import FaultSpec  # noqa: E402
-from bgcut_nb.server.testing import ServerThread  # noqa: E402
+from bgcut_nb.testing.faults import FaultSpec  # noqa: E402
+from bgcut_nb.testing.server import ServerThread  # noqa: E402
 
 KEY = "fault-drill-key"
 VARIANTS = [

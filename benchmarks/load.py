@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from bgcut_nb.contract.variants import SPEC_EXAMPLE_VARIANTS  # noqa: E402
 from bgcut_nb.contract.wire import PROCESS_PATH, UPLOAD_PATH  # noqa: E402
-from bgcut_nb.server.testing import wait_until_serving  # noqa: E402
+from bgcut_nb.testing.server import wait_until_serving  # noqa: E402
 
 KEY = "load-bench-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}

@@ -10,7 +10,7 @@
   so a test that forgets its own cache still writes nothing into the user's ``~/.cache``
   (``tests/test_isolation.py`` checks the suite leaves ``HOME`` alone; the models dir is the one
   exception).
-* ``bgcut_server`` -> the project's v3 server (:class:`~bgcut_nb.server.testing.ServerThread`)
+* ``bgcut_server`` -> the project's v3 server (:class:`~bgcut_nb.testing.server.ServerThread`)
   on 127.0.0.1 over ``bgcut_engine``, key ``"test-key"`` with 100 credits, no rate limit.
 """
 
@@ -82,7 +82,7 @@ def bgcut_isolated_env(tmp_path, monkeypatch):
 @pytest.fixture
 def bgcut_server(bgcut_engine, tmp_path):
     """The v3 server on 127.0.0.1 (random port), key ``test-key`` with 100 credits."""
-    from bgcut_nb.server.testing import ServerThread
+    from bgcut_nb.testing.server import ServerThread
 
     with ServerThread(
         {TEST_KEY: 100.0}, tmp_path / "bgcut-server", backend=bgcut_engine, rate_limit=0

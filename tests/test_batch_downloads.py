@@ -15,8 +15,8 @@ from notebook_support import LOW_VARIANTS, local_backend, make_photos
 import bgcut_nb  # noqa: F401 - registers the accessors
 from bgcut_nb import ReuseCache
 from bgcut_nb.backends.remote import RemoteBackend, RetryPolicy
-from bgcut_nb.server.faults import FaultSpec
-from bgcut_nb.server.testing import ServerThread
+from bgcut_nb.testing.faults import FaultSpec
+from bgcut_nb.testing.server import ServerThread
 
 KEY = "sk-downloads-7c1d"
 FAST = RetryPolicy(retries=2, backoff=0.01, backoff_max=0.05)

@@ -10,7 +10,7 @@ import requests
 
 from bgcut_nb import BadRequestError, Variant, parse_variants
 from bgcut_nb.backends.remote import PROCESS_PATH, UPLOAD_PATH, RemoteBackend
-from bgcut_nb.server.testing import ServerThread
+from bgcut_nb.testing.server import ServerThread
 
 KEY = "guard-key-SECRET-7a1c"
 AUTH = {"Authorization": f"Bearer {KEY}"}

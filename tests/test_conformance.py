@@ -25,7 +25,7 @@ from bgcut_nb import (
 from bgcut_nb.backends.remote import PROCESS_PATH, UPLOAD_PATH, RemoteBackend, RetryPolicy
 from bgcut_nb.contract.variants import SPEC_EXAMPLE_VARIANTS
 from bgcut_nb.contract.wire import UPLOAD_LIFETIME
-from bgcut_nb.server.testing import ServerThread
+from bgcut_nb.testing.server import ServerThread
 
 KEY = "conformance-key"
 FAST = RetryPolicy(retries=3, backoff=0.05, backoff_max=0.2)

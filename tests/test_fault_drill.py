@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bgcut_nb.server.faults import FAULT_KINDS
+from bgcut_nb.testing.faults import FAULT_KINDS
 
 pytestmark = pytest.mark.slow
 

@@ -21,7 +21,7 @@ from schemathesis.checks import (
 
 from bgcut_nb.backends.local import LocalBackend
 from bgcut_nb.server import create_app
-from bgcut_nb.server.testing import ServerThread
+from bgcut_nb.testing.server import ServerThread
 
 KEY = "fuzz-key"
 CHECKS = [

@@ -20,7 +20,12 @@ ALLOWED: dict[str, set[str]] = {
     "dataset": {"core", "contract", "dataset"},
     "notebook": {"core", "contract", "backends", "dataset", "notebook"},
     "server": {"core", "contract", "engine", "backends.local", "server"},
+    "testing": {"core", "contract", "engine", "backends", "server", "testing"},
 }
+
+#: The test rigs (``testing``) sit beside the product, not in it: the only product module that
+#: may import them is ``bgcut-nb serve``, for its drill flags (``--simulate``, ``--fault-*``).
+MAY_IMPORT_TESTING = {"bgcut_nb.testing", "bgcut_nb.cli.serve"}
 
 
 def module_name(path: Path) -> str:
@@ -79,6 +84,17 @@ def test_imports_go_one_way():
     assert not wrong, "imports against the layer order:\n" + "\n".join(sorted(wrong))
 
 
+def test_only_the_drill_flags_import_the_test_rigs():
+    wrong = [
+        f"{module} -> {target}"
+        for module, targets in GRAPH.items()
+        if layer(module) != "testing" and module not in MAY_IMPORT_TESTING
+        for target in targets
+        if layer(target) == "testing"
+    ]
+    assert not wrong, "the product imports the test rigs:\n" + "\n".join(sorted(wrong))
+
+
 def test_the_import_graph_has_no_cycles():
     state: dict[str, int] = {}
     cycles: list[list[str]] = []
@@ -122,3 +138,15 @@ def test_import_and_serve_help_work_from_a_shell():
     assert out.returncode == 0 and "--api-key" in out.stdout
     version = subprocess.run([str(exe), "--version"], capture_output=True, text=True)
     assert version.returncode == 0 and bgcut_nb.__version__ in version.stdout
+
+
+def test_serve_help_keeps_the_drill_flags_under_their_own_heading():
+    """The 11 drill flags (test rigs) read apart from the server's normal options."""
+    exe = Path(sys.executable).parent / "bgcut-nb"
+    out = subprocess.run([str(exe), "serve", "--help"], capture_output=True, text=True).stdout
+    normal, _, drills = out.partition("\ntesting and drills:\n")
+    flags = ["--fault-rate", "--fault-kinds", "--fault-retry-after", "--fault-latency"]
+    flags += ["--fault-seed", "--simulate", "--sim-process-seconds", "--sim-latency"]
+    flags += ["--sim-seed", "--plan-rpm", "--plan-burst"]
+    assert drills and all(f"  {flag} " in drills for flag in flags), out
+    assert not [flag for flag in flags if f"  {flag} " in normal], normal

@@ -17,7 +17,7 @@ import requests
 from bgcut_nb.backends.remote import UPLOAD_PATH
 from bgcut_nb.core.config import ApiKey
 from bgcut_nb.server.logs import RedactingFilter, redact
-from bgcut_nb.server.testing import ServerThread, wait_until_serving
+from bgcut_nb.testing.server import ServerThread, wait_until_serving
 
 KEY = "log-key-SECRET-0b7e"
 #: Where the server keeps the secret its key hashes are keyed with (in its storage dir).

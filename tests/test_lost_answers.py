@@ -1,6 +1,6 @@
 """A charged answer that never reaches the client is served on the re-run, never charged again.
 
-Real server on 127.0.0.1 (:class:`~bgcut_nb.server.testing.ServerThread`), real engine, the
+Real server on 127.0.0.1 (:class:`~bgcut_nb.testing.server.ServerThread`), real engine, the
 fault proxy losing answers; the ledger's balance is the judge.
 """
 
@@ -24,8 +24,8 @@ from bgcut_nb.contract.errors import NotFoundError
 from bgcut_nb.contract.wire import PROCESS_PATH
 from bgcut_nb.notebook.batch import run_batch
 from bgcut_nb.notebook.cache import ReuseCache
-from bgcut_nb.server.faults import FaultProxy, FaultSpec
-from bgcut_nb.server.testing import ServerThread
+from bgcut_nb.testing.faults import FaultProxy, FaultSpec
+from bgcut_nb.testing.server import ServerThread
 
 KEY = "sk-lost-answers-SECRET-51c2"
 CREDITS = 1000.0

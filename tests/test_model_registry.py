@@ -37,7 +37,7 @@ from bgcut_nb.engine.models import (
     model_file,
     verify_file,
 )
-from bgcut_nb.server.testing import ServerThread, wait_until_serving
+from bgcut_nb.testing.server import ServerThread, wait_until_serving
 
 NEW_MODELS = ["isnet-general-use", "birefnet-general-lite", "birefnet-general"]
 

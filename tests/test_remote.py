@@ -24,7 +24,7 @@ from bgcut_nb.backends.remote import (
     RemoteBackend,
     RetryPolicy,
 )
-from bgcut_nb.server.testing import ServerThread
+from bgcut_nb.testing.server import ServerThread
 
 SECRET = "sk-very-secret-0123456789"
 FAST = RetryPolicy(retries=2, backoff=0.01, backoff_max=0.05)

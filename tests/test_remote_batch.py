@@ -19,7 +19,7 @@ from notebook_support import LOW_VARIANTS, NEW_VARIANT, local_backend, make_phot
 import bgcut_nb  # noqa: F401 - registers the accessors
 from bgcut_nb import BatchError, BatchStoppedWarning, ReuseCache
 from bgcut_nb.backends.remote import RemoteBackend
-from bgcut_nb.server import testing
+from bgcut_nb.testing.server import ServerThread
 
 KEY = "sk-notebook-SECRET-7f3a9c"
 
@@ -33,7 +33,7 @@ def photos(tmp_path):
 
 
 def serve(tmp_path, credits=1000.0, **options):
-    return testing.ServerThread(
+    return ServerThread(
         {KEY: credits},
         tmp_path / "server",
         backend=local_backend(tmp_path / "engine"),

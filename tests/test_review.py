@@ -34,7 +34,7 @@ from bgcut_nb.notebook.review import (
     review_order,
 )
 from bgcut_nb.notebook.widgets import CHECKER_DARK, CHECKER_LIGHT
-from bgcut_nb.server import testing
+from bgcut_nb.testing.server import ServerThread
 
 KEY = "sk-review-SECRET-42b7"
 CUT = {"variant_name": "cut", "quality": "low"}  # full size: 12 MP budget
@@ -234,7 +234,7 @@ def test_reviews_survive_the_size_limit_and_clear(tmp_path):
 
 def test_draft_is_local_small_and_apart_even_with_an_api_key(tmp_path, monkeypatch):
     photos = make_photos(tmp_path / "p", 2, size=(1000, 800))
-    with testing.ServerThread({KEY: 10.0}, tmp_path / "server", rate_limit=0) as server:
+    with ServerThread({KEY: 10.0}, tmp_path / "server", rate_limit=0) as server:
         monkeypatch.setenv("BGCUT_API_KEY", KEY)  # backend=None would pick the API
         monkeypatch.setenv("BGCUT_API_BASE", server.base_url)
         df = pd.DataFrame({"path": [str(p) for p in photos]})
@@ -266,7 +266,7 @@ def test_only_approved_rows_are_paid_for_at_full_size(tmp_path, bgcut_engine):
     reviewed = draft.bgcut.reviewed(cache=cache)
     assert reviewed[REVIEW_COL].tolist() == ["", "approved", "rejected", "approved"]
 
-    with testing.ServerThread(
+    with ServerThread(
         {KEY: 100.0}, tmp_path / "server", backend=local_backend(tmp_path / "e"), rate_limit=0
     ) as server:
         api = RemoteBackend(KEY, server.base_url)

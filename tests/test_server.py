@@ -16,7 +16,7 @@ import requests
 from bgcut_nb import PayloadTooLargeError
 from bgcut_nb.backends.remote import IDEMPOTENCY_HEADER, PROCESS_PATH, UPLOAD_PATH, RemoteBackend
 from bgcut_nb.server.keys import load_keys_file
-from bgcut_nb.server.testing import ServerThread
+from bgcut_nb.testing.server import ServerThread
 
 KEY = "server-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}

@@ -11,7 +11,7 @@ import requests
 from PIL import Image
 
 from bgcut_nb.backends.remote import PROCESS_PATH, UPLOAD_PATH, RemoteBackend
-from bgcut_nb.server.testing import ServerThread, wait_until_serving
+from bgcut_nb.testing.server import ServerThread, wait_until_serving
 
 KEY = "abuse-key-SECRET-51f0"
 AUTH = {"Authorization": f"Bearer {KEY}"}

@@ -17,8 +17,8 @@ from PIL import Image
 
 from bgcut_nb.contract.wire import UPLOAD_PATH
 from bgcut_nb.server.connections import ConnectionLimits
-from bgcut_nb.server.simulator import SimulatorSpec
-from bgcut_nb.server.testing import ServerThread, wait_until_serving
+from bgcut_nb.testing.server import ServerThread, wait_until_serving
+from bgcut_nb.testing.simulator import SimulatorSpec
 
 KEY = "conn-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}

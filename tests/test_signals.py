@@ -35,7 +35,7 @@ from bgcut_nb.engine.signals import (
 )
 from bgcut_nb.notebook.cache import OutputRecord
 from bgcut_nb.notebook.columns import SIGNAL_COLUMNS
-from bgcut_nb.server.testing import ServerThread
+from bgcut_nb.testing.server import ServerThread
 
 H, W = 200, 300
 

@@ -14,8 +14,8 @@ from PIL import Image
 
 from bgcut_nb import InvalidImageError, NotFoundError, RemoteBackend, RetryPolicy
 from bgcut_nb.contract.wire import PROCESS_PATH, UPLOAD_PATH
-from bgcut_nb.server.simulator import SimulatedBackend, SimulatorSpec, parse_seconds
-from bgcut_nb.server.testing import ServerThread
+from bgcut_nb.testing.server import ServerThread
+from bgcut_nb.testing.simulator import SimulatedBackend, SimulatorSpec, parse_seconds
 
 KEY = "sk-sim-SECRET-1b2c"
 NO_RETRY = RetryPolicy(retries=0)

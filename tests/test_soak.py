@@ -11,8 +11,8 @@ from notebook_support import local_backend
 
 from bgcut_nb import APIError
 from bgcut_nb.backends.remote import APIConnectionError, RemoteBackend, RetryPolicy
-from bgcut_nb.server.faults import FaultSpec
-from bgcut_nb.server.testing import ServerThread
+from bgcut_nb.testing.faults import FaultSpec
+from bgcut_nb.testing.server import ServerThread
 
 KEY = "soak-key-0b7e"
 START = 120.0

@@ -20,7 +20,7 @@ import pytest
 import requests
 from PIL import Image
 
-from bgcut_nb.server.testing import ServerThread
+from bgcut_nb.testing.server import ServerThread
 
 SPEC_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "spec"
 KEY = "spec-example-key"

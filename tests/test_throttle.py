@@ -15,8 +15,8 @@ from PIL import Image
 from bgcut_nb import RemoteBackend
 from bgcut_nb.backends.throttle import RateLimiter
 from bgcut_nb.core.config import resolve_requests_per_minute
-from bgcut_nb.server.simulator import SimulatorSpec
-from bgcut_nb.server.testing import ServerThread
+from bgcut_nb.testing.server import ServerThread
+from bgcut_nb.testing.simulator import SimulatorSpec
 
 KEY = "sk-throttle-SECRET-9d8e"
 

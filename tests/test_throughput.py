@@ -17,9 +17,9 @@ from bgcut_nb import RemoteBackend
 from bgcut_nb.backends.remote import RetryPolicy
 from bgcut_nb.contract.wire import PROCESS_PATH
 from bgcut_nb.notebook.throughput import AdaptiveLimit
-from bgcut_nb.server.faults import FaultSpec
-from bgcut_nb.server.simulator import SimulatorSpec
-from bgcut_nb.server.testing import ServerThread
+from bgcut_nb.testing.faults import FaultSpec
+from bgcut_nb.testing.server import ServerThread
+from bgcut_nb.testing.simulator import SimulatorSpec
 
 KEY = "sk-throughput-SECRET-4e5f"
 FAST = RetryPolicy(retries=6, backoff=0.01, backoff_max=0.05)

@@ -78,34 +78,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="stalled body, seconds; also the whole body's deadline before --min-body-rate",
     )
     _add_connection_arguments(parser)
-    faults = parser.add_argument_group("fault injection (drills and benchmarks)")
-    faults.add_argument("--fault-rate", type=float, default=0.0, help="share of requests, 0..1")
-    faults.add_argument(
+    _add_drill_arguments(parser)
+
+
+def _add_drill_arguments(parser: argparse.ArgumentParser) -> None:
+    """The test rigs' flags (:mod:`bgcut_nb.testing`), listed last under their own heading."""
+    drills = parser.add_argument_group(
+        "testing and drills",
+        "not for production: a fault-injecting proxy in front of the server (--fault-*) and a "
+        "service simulator that does no segmentation work (--simulate, --sim-*, --plan-*), "
+        "for the fault drill and benchmarks",
+    )
+    drills.add_argument(
+        "--fault-rate", type=float, default=0.0, help="share of requests given a fault, 0..1"
+    )
+    drills.add_argument(
         "--fault-kinds",
         default="429,503,reset-before,reset-after,latency",
         help="comma-separated kinds (default: %(default)s)",
     )
-    faults.add_argument("--fault-retry-after", type=int, default=1, help="Retry-After of 429s")
-    faults.add_argument("--fault-latency", type=float, default=0.25, help="added latency, s")
-    faults.add_argument("--fault-seed", type=int, help="random seed for reproducible drills")
-    sim = parser.add_argument_group("service simulator (no segmentation work: for benchmarks)")
-    sim.add_argument(
+    drills.add_argument("--fault-retry-after", type=int, default=1, help="Retry-After of 429s")
+    drills.add_argument("--fault-latency", type=float, default=0.25, help="added latency, s")
+    drills.add_argument("--fault-seed", type=int, help="random seed for reproducible drills")
+    drills.add_argument(
         "--simulate",
         action="store_true",
         help="answer like the service without using this machine's CPU (sleep, flat outputs)",
     )
-    sim.add_argument(
+    drills.add_argument(
         "--sim-process-seconds", default="1-3", help="processing time LOW-HIGH, s (default 1-3)"
     )
-    sim.add_argument("--sim-latency", type=float, default=0.0, help="added to every request, s")
-    sim.add_argument("--sim-seed", type=int, default=0, help="seed of the drawn processing times")
-    sim.add_argument(
+    drills.add_argument("--sim-latency", type=float, default=0.0, help="added to every request, s")
+    drills.add_argument("--sim-seed", type=int, default=0, help="seed of drawn processing times")
+    drills.add_argument(
         "--plan-rpm",
         type=float,
         default=0.0,
         help="the plan's upload+process requests per minute per key; 429 beyond (0: off)",
     )
-    sim.add_argument("--plan-burst", type=int, help="plan bucket depth (default: 1 s worth)")
+    drills.add_argument("--plan-burst", type=int, help="plan bucket depth (default: 1 s worth)")
 
 
 def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
@@ -205,9 +216,9 @@ def run(args: argparse.Namespace) -> int:
 
         from ..server import create_app
         from ..server.connections import uvicorn_config
-        from ..server.faults import FaultProxy, FaultSpec
         from ..server.logs import log_config
-        from ..server.simulator import SIMULATED_WORKERS, SimulatedBackend, SimulatorSpec, install
+        from ..testing.faults import FaultProxy, FaultSpec
+        from ..testing.simulator import SIMULATED_WORKERS, SimulatedBackend, SimulatorSpec, install
     except ImportError as exc:
         print(
             "bgcut-nb serve needs the server extra: run "

@@ -2,7 +2,7 @@
 
 ::
 
-    from bgcut_nb.server.testing import ServerThread
+    from bgcut_nb.testing.server import ServerThread
 
     with ServerThread(api_keys={"test-key": 100}) as server:
         backend = RemoteBackend("test-key", server.base_url)
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..contract.backend import Backend
-from .connections import ConnectionLimits
+from ..server.connections import ConnectionLimits
 from .faults import FaultProxy, FaultSpec
 from .simulator import SIMULATED_WORKERS, SimulatedBackend, SimulatorSpec, install
 
@@ -42,7 +42,7 @@ class ServerThread:
     directory removed on exit). Other keyword arguments go to :func:`bgcut_nb.server.create_app`
     (``upload_ttl``, ``url_ttl``, ``rate_limit``, ``burst``, ``max_upload_bytes``, ``costs``,
     ...). With ``faults``, ``base_url`` points at a :class:`FaultProxy` in front of the server.
-    With ``simulate``, the backend is a :class:`~bgcut_nb.server.simulator.SimulatedBackend`
+    With ``simulate``, the backend is a :class:`~bgcut_nb.testing.simulator.SimulatedBackend`
     (no segmentation work) behind the spec's plan limit and latency, and the server's own
     per-second limiter is off unless ``rate_limit`` is given. ``limits`` are the connection
     deadlines and caps, as ``bgcut-nb serve`` applies them (default: its defaults).
@@ -106,8 +106,8 @@ class ServerThread:
     def start(self) -> ServerThread:
         import uvicorn
 
-        from .app import create_app
-        from .connections import uvicorn_config
+        from ..server.app import create_app
+        from ..server.connections import uvicorn_config
 
         self.app = create_app(
             self._backend,

@@ -44,7 +44,7 @@ from ..contract.wire import PROCESS_PATH, UPLOAD_LIFETIME, UPLOAD_PATH
 from ..engine.imaging import DEFAULT_MAX_PIXELS
 from ..engine.matting import Cutout
 from ..engine.render import fit_within, render_variant
-from .ratelimit import TokenBucketLimiter
+from ..server.ratelimit import TokenBucketLimiter
 
 __all__ = ["SimulatorSpec", "SimulatedBackend", "install", "parse_seconds"]
 
