@@ -8,6 +8,8 @@ estimates charge nothing for them.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
+from typing import IO
 
 __all__ = ["INPUT_FORMATS", "MAX_INPUT_PIXELS", "SNIFF_BYTES", "image_dimensions", "sniff_format"]
 
@@ -36,9 +38,9 @@ def image_dimensions(data: bytes) -> tuple[int, int] | None:
     decoded and no size limit applies (Pillow's format readers, without ``Image.open``'s
     decompression-bomb check). ``None`` when the format is not accepted or the header is
     unreadable."""
-    from PIL import JpegImagePlugin, PngImagePlugin, WebPImagePlugin
+    from PIL import ImageFile, JpegImagePlugin, PngImagePlugin, WebPImagePlugin
 
-    readers = {
+    readers: dict[str, Callable[[IO[bytes]], ImageFile.ImageFile]] = {
         "png": PngImagePlugin.PngImageFile,
         "jpg": JpegImagePlugin.JpegImageFile,
         "webp": WebPImagePlugin.WebPImageFile,

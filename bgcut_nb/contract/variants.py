@@ -168,7 +168,7 @@ class Variant:
         object.__setattr__(self, "autocrop", autocrop)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Variant:
+    def from_dict(cls, data: Variant | Mapping[str, Any]) -> Variant:
         """Build from one API ``output_variants`` entry; unknown fields are a 400."""
         if isinstance(data, Variant):
             return data

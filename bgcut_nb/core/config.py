@@ -147,7 +147,7 @@ def resolve_onnx_providers(providers: str | Sequence[str] | None = None) -> tupl
 def resolve_requests_per_minute(requests_per_minute: float | None = None) -> float | None:
     """The plan's request rate: argument, else ``BGCUT_REQUESTS_PER_MINUTE``, else ``None``
     (not configured: the client learns it from 429 answers). ``0`` also means not configured."""
-    value: object = requests_per_minute
+    value: float | str | None = requests_per_minute
     if value is None:
         value = os.environ.get(ENV_REQUESTS_PER_MINUTE, "").strip() or None
     if value is None:
