@@ -15,7 +15,7 @@ from bgcut_nb.testing.server import ServerThread
 KEY = "guard-key-SECRET-7a1c"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 CREDITS = 50.0
-#: The documented cap on output_variants per call (README, Limits).
+#: The documented cap on output_variants per call (docs/operations.md, Limits).
 MAX_VARIANTS_PER_CALL = 20
 
 

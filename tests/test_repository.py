@@ -73,7 +73,7 @@ def test_the_checker_tells_an_index_install_from_a_checkout_install():
 
 def test_no_message_tells_users_to_install_bgcut_nb_from_the_index():
     """bgcut-nb is not on the package index: install hints must point at the checkout."""
-    files = [*ROOT.glob("**/README.md"), *ROOT.glob("notebooks/*.ipynb")]
+    files = [*ROOT.glob("**/README.md"), *ROOT.glob("docs/*.md"), *ROOT.glob("notebooks/*.ipynb")]
     files += [*(ROOT / "bgcut_nb").rglob("*.py"), *(ROOT / "benchmarks").rglob("*.py")]
     wrong = {
         str(path.relative_to(ROOT)): hits
@@ -83,9 +83,10 @@ def test_no_message_tells_users_to_install_bgcut_nb_from_the_index():
     assert not wrong, wrong
 
 
-def test_the_readme_layout_names_every_module():
-    """Each subpackage's row in README "Layout" names each of its modules."""
-    layout = (ROOT / "README.md").read_text().split("\n## Layout\n")[1].split("\n## ")[0]
+def test_the_design_layout_names_every_module():
+    """Each subpackage's row in docs/design.md "Layout" names each of its modules."""
+    design = (ROOT / "docs" / "design.md").read_text()
+    layout = design.split("\n## Layout\n")[1].split("\n## ")[0]
     rows = {
         m.group(1): m.group(2)
         for m in re.finditer(r"^\| `bgcut_nb/(\w+)/` \| (.+) \|$", layout, flags=re.M)
@@ -96,5 +97,36 @@ def test_the_readme_layout_names_every_module():
         for module in sorted((ROOT / "bgcut_nb" / package).glob("*.py")):
             if module.name != "__init__.py":
                 assert f"`{module.name}`" in rows[package] or f"`{module.stem}`" in rows[package], (
-                    f"README Layout: bgcut_nb/{package}/{module.name} is not named"
+                    f"docs/design.md Layout: bgcut_nb/{package}/{module.name} is not named"
                 )
+
+
+def _anchors(markdown: str) -> set[str]:
+    """GitHub's anchors for the headings of ``markdown`` (fenced code left out)."""
+    prose = re.sub(r"^```.*?^```", "", markdown, flags=re.S | re.M)
+    headings = re.findall(r"^#{1,6} +(.+?) *$", prose, flags=re.M)
+    return {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in headings}
+
+
+def test_links_between_the_readme_and_docs_resolve():
+    """Every relative link in README.md and docs/*.md names a file that exists and, with
+    ``#anchor``, a heading of that file."""
+    broken = []
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = page.read_text()
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue  # http(s), mailto: not checked here
+            path, _, anchor = target.partition("#")
+            linked = (page.parent / path).resolve() if path else page
+            if not linked.exists():
+                broken.append(f"{page.name}: {target} (no such file)")
+            elif anchor and linked.suffix == ".md" and anchor not in _anchors(linked.read_text()):
+                broken.append(f"{page.name}: {target} (no such heading)")
+    assert not broken, "\n".join(broken)
+
+
+def test_the_link_checker_knows_github_anchors():
+    assert _anchors("## Review: draft locally, approve, pay\n```\n# not a heading\n```\n") == {
+        "review-draft-locally-approve-pay"
+    }

@@ -121,7 +121,9 @@ def _add_drill_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of :class:`~bgcut_nb.server.connections.ConnectionLimits` (same defaults)."""
-    conn = parser.add_argument_group("connections (see the README before exposing the server)")
+    conn = parser.add_argument_group(
+        "connections (see docs/operations.md before exposing the server)"
+    )
     conn.add_argument(
         "--head-timeout",
         type=float,
