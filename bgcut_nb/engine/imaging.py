@@ -59,7 +59,7 @@ def decode_image(
     """
     image = _open(data)
     _check_size(image, max_pixels)
-    kind = SUPPORTED_FORMATS[image.format].upper()
+    kind = SUPPORTED_FORMATS[image.format].upper()  # type: ignore[index]  # _open checked it
     target = None
     if target_pixels is not None and image.width * image.height > target_pixels:
         target = _fit_pixels(image.width, image.height, target_pixels)
@@ -76,7 +76,7 @@ def decode_image(
         image = _to_8bit(image)  # 8-bit before anything else: 1 byte per pixel from here
         image.info.update(info)
     if target is not None and image.mode in ("RGB", "L", "RGBA"):
-        image = _shrink(image, target_pixels)  # before normalising: smaller copies from here
+        image = _shrink(image, target_pixels)  # type: ignore[arg-type]  # set with target
     image = normalize_image(image)
     return _shrink(image, target_pixels) if target_pixels is not None else image
 
@@ -119,7 +119,7 @@ def inspect_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple
     """
     image = _open(data)
     _check_size(image, max_pixels)
-    kind = SUPPORTED_FORMATS[image.format].upper()
+    kind = SUPPORTED_FORMATS[image.format].upper()  # type: ignore[index]  # _open checked it
     width, height = image.size
     try:
         if kind == "PNG":
@@ -234,7 +234,7 @@ def _to_srgb(image: Image.Image, icc: bytes | None) -> Image.Image:
             source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
             description = ImageCms.getProfileDescription(source) or ""
             if not ("sRGB" in description and image.mode == "RGB"):
-                return ImageCms.profileToProfile(
+                return ImageCms.profileToProfile(  # type: ignore[return-value]  # not in place
                     image,
                     source,
                     _SRGB,

@@ -99,7 +99,7 @@ def _check_rgb(rgb: np.ndarray) -> np.ndarray:
 def _digest(rgb: np.ndarray) -> str:
     """A content key for a contiguous RGB array (its shape and bytes)."""
     h = hashlib.blake2b(repr(rgb.shape).encode(), digest_size=16)
-    h.update(memoryview(rgb).cast("B"))
+    h.update(memoryview(rgb).cast("B"))  # type: ignore[arg-type]  # ndarray is a buffer
     return h.hexdigest()
 
 
