@@ -213,6 +213,8 @@ def test_grouped_options_and_the_single_ones_agree(no_plan):
         retry=RetryPolicy(retry_ambiguous_process=True),
     )
     assert (grouped.timeouts, grouped.retry) == (single.timeouts, single.retry)
+    grouped.retry_ambiguous_process = False  # the attribute it always was, kept in the policy
+    assert grouped.retry == RetryPolicy(retry_ambiguous_process=False)
     with pytest.raises(TypeError, match="unexpected keyword argument 'retries'"):
         RemoteBackend(KEY, "http://api.test", retries=3)
     with pytest.raises(TypeError, match="not both"):

@@ -263,6 +263,10 @@ class RemoteBackend(Backend):
         server deduplicates); the retry policy's field."""
         return self.retry.retry_ambiguous_process
 
+    @retry_ambiguous_process.setter
+    def retry_ambiguous_process(self, value: bool | None) -> None:
+        self.retry = replace(self.retry, retry_ambiguous_process=value)
+
     @property
     def identity(self) -> str:
         """``remote:<api base>``; secret-free (cache layers add the key fingerprint)."""
