@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from bgcut_nb import RemoteBackend
-from bgcut_nb.backends.throttle import RateLimiter
+from bgcut_nb.backends.pacing import Pacer
 from bgcut_nb.core.config import resolve_requests_per_minute
 from bgcut_nb.testing.server import ServerThread
 from bgcut_nb.testing.simulator import SimulatorSpec
@@ -34,9 +34,9 @@ class VirtualClock:
         self.now += max(0.0, seconds)
 
 
-def limiter(rpm=None, **kw) -> tuple[RateLimiter, VirtualClock]:
+def limiter(rpm=None, **kw) -> tuple[Pacer, VirtualClock]:
     clock = VirtualClock()
-    return RateLimiter(rpm, clock=clock, sleep=clock.sleep, **kw), clock
+    return Pacer(rpm, clock=clock, sleep=clock.sleep, **kw), clock
 
 
 def test_a_configured_plan_spaces_requests_evenly():
@@ -178,7 +178,7 @@ def test_the_plan_comes_from_the_argument_or_the_environment(monkeypatch):
     monkeypatch.setenv("BGCUT_REQUESTS_PER_MINUTE", "500")
     assert resolve_requests_per_minute() == 500
     assert resolve_requests_per_minute(120) == 120  # the argument wins
-    assert RemoteBackend(KEY, "http://127.0.0.1:9").throttle.configured == 500
+    assert RemoteBackend(KEY, "http://127.0.0.1:9").pacer.configured == 500
     monkeypatch.setenv("BGCUT_REQUESTS_PER_MINUTE", "fast")
     with pytest.raises(ValueError, match="BGCUT_REQUESTS_PER_MINUTE"):
         resolve_requests_per_minute()
@@ -198,7 +198,7 @@ def test_the_client_learns_the_plan_and_every_request_gets_through(monkeypatch):
             for _ in range(20):
                 api.upload_image(jpeg())
             seen = api.pressure()["rate_limited"]
-            learnt = api.throttle.requests_per_minute
+            learnt = api.pacer.requests_per_minute
         assert server.stats["upload"] == 20  # every upload got through, after waiting
         assert seen == server.stats["rate_limited"] > 0  # the client saw each 429 the plan sent
         assert learnt is not None and learnt < 2 * 300

@@ -3,25 +3,16 @@
 Talks to the real service (``https://api.backgroundcut.co``) or to the project's own server
 (``bgcut-nb serve``) with one pooled :class:`requests.Session`.
 
-Retry policy (:class:`RetryPolicy`):
-
-* ``429``, ``502``, ``503`` and ``504`` answers are retried up to ``retries`` times with jittered
-  exponential backoff (0.5 s doubling, capped at 8 s). A ``Retry-After`` header is honoured up to
-  ``retry_after_max`` (60 s); a longer one is raised at once as the mapped error
-  (:class:`~bgcut_nb.contract.errors.RateLimitError` carrying ``retry_after`` for a 429).
-* Connection failures that happened before the request was sent (refused, DNS, connect timeout)
-  are retried the same way.
-* ``400``/``401``/``402``/``404``/``413`` are never retried.
-* A failure *after* the request was sent (read timeout, connection reset, truncated answer) is
-  ambiguous: the server may have done the work. ``upload-image`` is free, so it is repeated (at
-  worst an unused upload is left behind); fetching an output URL is a plain GET and is repeated.
-  ``process-image`` costs credits and is not idempotent on the real service, so it is **not**
-  repeated: :class:`APIConnectionError` is raised with ``maybe_processed=True``. Every
-  ``process-image`` call carries an ``Idempotency-Key`` header (the same on every attempt); a
-  server that deduplicates on it says so with the ``Bgcut-Idempotency: process-image`` response
-  header (the project's own server does), and only then is an ambiguous failure repeated, because
-  the repeat is answered from the first call's result without a second charge. Override with
-  ``retry_ambiguous_process=True/False``.
+Retry policy (:class:`~bgcut_nb.backends.retry.RetryPolicy`, a pure decision: see that module):
+``429``/``502``/``503``/``504`` and failures to connect are retried with backoff, honouring
+``Retry-After``; other statuses never are. A failure *after* the request was sent is ambiguous
+(the server may have done the work): ``upload-image`` and output downloads are repeated,
+``process-image`` (which costs credits) is not, and :class:`APIConnectionError` is raised with
+``maybe_processed=True``, unless the server deduplicates. Every ``process-image`` call carries
+an ``Idempotency-Key`` header (the same on every attempt); a server that deduplicates on it says
+so with the ``Bgcut-Idempotency: process-image`` response header (the project's own server
+does), and only then is an ambiguous failure repeated, because the repeat is answered from the
+first call's result without a second charge. Override with ``retry_ambiguous_process=True/False``.
 
 Idempotency-Key: the caller may pass one (the notebook batch passes a key it keeps in the reuse
 cache until the answer is recorded); without one it is **derived** from the request
@@ -32,7 +23,7 @@ server that deduplicates answers it from the first call (fresh URLs, no second c
 long as the upload lives. A different upload of the same image, or other variants, is another
 request and is charged.
 
-Rate limit (:class:`~bgcut_nb.backends.throttle.RateLimiter`): ``upload-image`` and
+Rate limit (:class:`~bgcut_nb.backends.pacing.Pacer`): ``upload-image`` and
 ``process-image`` are paced at the plan's ``requests_per_minute`` (argument, else
 ``BGCUT_REQUESTS_PER_MINUTE``); without one the pace is learnt from 429 answers and their
 ``Retry-After``. Output downloads are not paced. :meth:`RemoteBackend.pressure` counts the 429
@@ -42,27 +33,29 @@ The API key is held as :class:`~bgcut_nb.core.config.ApiKey`: it is sent only in
 header of API calls (never when fetching output URLs), and never appears in reprs, logs,
 exception text or pickles. Errors raised here never chain to ``requests`` exceptions, whose
 request objects hold the headers.
+
+The transport is a :class:`requests.Session` (its own adapters never retry: the policy does) or
+any object with the same ``request(method, url, **kwargs)`` and ``close()`` (``transport=``), so
+the retry loop can be driven without sockets.
 """
 
 from __future__ import annotations
 
 import logging
 import mimetypes
-import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, NamedTuple, Protocol, TypedDict, Unpack
 
 import requests
-import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
-from urllib3.util.retry import Retry
 
 from ..contract.backend import Backend, ImageInput, ProcessResult, UploadResult, read_image_input
 from ..contract.errors import (
+    APIConnectionError,
     APIError,
     AuthenticationError,
     BadRequestError,
@@ -85,48 +78,62 @@ from ..core.config import (
     resolve_requests_per_minute,
 )
 from ..core.version import __version__
-from .throttle import RateLimiter
+from .pacing import Pacer
+from .retry import GiveUp, Retry, RetryPolicy, retry_after_seconds
 
-__all__ = ["RemoteBackend", "RetryPolicy", "APIConnectionError", "IDEMPOTENCY_HEADER"]
+__all__ = [
+    "RemoteBackend",
+    "RetryPolicy",
+    "Timeouts",
+    "Transport",
+    "APIConnectionError",
+    "IDEMPOTENCY_HEADER",
+]
 
 log = logging.getLogger(__name__)
 
 _CHUNK = 64 * 1024
 
 
-class APIConnectionError(BgcutError):
-    """The API could not be reached, or the connection failed before a full answer came back.
-
-    ``maybe_processed`` is true when the request had been sent, so the server may have done
-    the work (and, for ``process-image``, charged for it).
-    """
-
-    def __init__(self, message: str, *, maybe_processed: bool = False) -> None:
-        super().__init__(message)
-        self.maybe_processed = maybe_processed
-
-    def __reduce__(self):
-        return (_rebuild_connection_error, (str(self), self.maybe_processed))
-
-
-def _rebuild_connection_error(message: str, maybe_processed: bool) -> APIConnectionError:
-    return APIConnectionError(message, maybe_processed=maybe_processed)
-
-
 @dataclass(frozen=True)
-class RetryPolicy:
-    """When and how long to wait before repeating a request."""
+class Timeouts:
+    """Seconds to wait: to connect, then for each call's answer (the spec's: 60 s for an
+    upload, 300 s for processing)."""
 
-    retries: int = 3
-    backoff: float = 0.5
-    backoff_max: float = 8.0
-    retry_after_max: float = 60.0
-    statuses: frozenset[int] = frozenset({429, 502, 503, 504})
+    connect: float = 10.0
+    upload: float = 60.0
+    process: float = 300.0
+    fetch: float = 60.0
 
-    def backoff_delay(self, attempt: int) -> float:
-        """Jittered exponential delay before retry number ``attempt`` (0-based)."""
-        delay = min(self.backoff_max, self.backoff * (2**attempt))
-        return delay * random.uniform(0.5, 1.0)
+
+class Transport(Protocol):
+    """What sends one HTTP request: :class:`requests.Session`'s ``request`` and ``close``."""
+
+    def request(self, method: str, url: str, **kwargs: Any) -> requests.Response: ...
+
+    def close(self) -> None: ...
+
+
+class Shorthands(TypedDict, total=False):
+    """Single options that stand for a field of a grouped one (kept for existing callers)."""
+
+    connect_timeout: float  # Timeouts.connect
+    upload_timeout: float  # Timeouts.upload
+    process_timeout: float  # Timeouts.process
+    fetch_timeout: float  # Timeouts.fetch
+    retry_ambiguous_process: bool | None  # RetryPolicy.retry_ambiguous_process
+    requests_per_minute: float | None  # Pacer(requests_per_minute)
+
+
+_TIMEOUT_FIELDS = {f"{name}_timeout": name for name in ("connect", "upload", "process", "fetch")}
+
+
+class _Failed(NamedTuple):
+    """An attempt the transport could not complete: the failure as text (never the exception,
+    which holds the request and its headers) and what the policy decided."""
+
+    reason: str
+    decision: Retry | GiveUp
 
 
 class _RedactedHeader(str):
@@ -158,28 +165,6 @@ class _BearerAuth(AuthBase):
         raise TypeError("API keys are never pickled")
 
 
-def _never_sent(exc: requests.RequestException) -> bool:
-    """Whether the connection failed before any byte of the request went out."""
-    if isinstance(exc, requests.ConnectTimeout):
-        return True
-    if isinstance(exc, requests.ConnectionError) and exc.args:
-        reason = getattr(exc.args[0], "reason", None)
-        # NewConnectionError (refused, DNS) subclasses ConnectTimeoutError in urllib3 2.
-        return isinstance(reason, urllib3.exceptions.ConnectTimeoutError)
-    return False
-
-
-def _retry_after(response: requests.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if value is None:
-        return None
-    try:
-        # urllib3 parses both forms (seconds, HTTP date); lift its own cap so ours decides.
-        return Retry(retry_after_max=2**31).parse_retry_after(value)
-    except urllib3.exceptions.InvalidHeader:
-        return None
-
-
 def _error_from_response(response: requests.Response) -> APIError:
     """Map a non-2xx answer to the error hierarchy; any body shape gives a readable detail."""
     detail: object = None
@@ -193,7 +178,33 @@ def _error_from_response(response: requests.Response) -> APIError:
         text = " ".join(response.text.split())[:200]
         reason = response.reason or "error"
         detail = f"HTTP {response.status_code} {reason}" + (f": {text}" if text else "")
-    return error_for_status(response.status_code, detail, retry_after=_retry_after(response))
+    retry_after = retry_after_seconds(response.headers)
+    return error_for_status(response.status_code, detail, retry_after=retry_after)
+
+
+def _default_session() -> requests.Session:
+    session = requests.Session()
+    session.headers["User-Agent"] = f"bgcut-nb/{__version__}"
+    return session
+
+
+def _grouped(
+    retry: RetryPolicy | None,
+    timeouts: Timeouts | None,
+    pacer: Pacer | None,
+    options: Shorthands,
+) -> tuple[RetryPolicy, Timeouts, Pacer]:
+    """The grouped options with the single ones (:class:`Shorthands`) folded in."""
+    retry = retry or RetryPolicy()
+    ambiguous = options.get("retry_ambiguous_process")
+    if ambiguous is not None:
+        retry = replace(retry, retry_ambiguous_process=ambiguous)
+    single = {_TIMEOUT_FIELDS[k]: v for k, v in options.items() if k in _TIMEOUT_FIELDS}
+    timeouts = replace(timeouts or Timeouts(), **single)
+    rpm = options.get("requests_per_minute")
+    if pacer is not None and rpm is not None:
+        raise TypeError("pass pacer= or requests_per_minute=, not both")
+    return retry, timeouts, pacer or Pacer(resolve_requests_per_minute(rpm))
 
 
 class RemoteBackend(Backend):
@@ -202,10 +213,13 @@ class RemoteBackend(Backend):
     ``api_key`` and ``api_base`` default to ``BGCUT_API_KEY`` and ``BGCUT_API_BASE`` (else the
     public service). Without a key,
     :class:`~bgcut_nb.contract.errors.AuthenticationError` is raised at construction, before
-    anything is sent. Timeouts are the spec's: 60 s for an upload, 300 s for processing,
-    with a short ``connect_timeout``. ``requests_per_minute`` is the plan's limit (default
-    ``BGCUT_REQUESTS_PER_MINUTE``, else learnt from 429s); ``pool_size`` the connections kept
-    for reuse (a batch raises it to its thread count).
+    anything is sent. Options come in groups: ``retry`` (:class:`RetryPolicy`), ``timeouts``
+    (:class:`Timeouts`), ``pacer`` (:class:`~bgcut_nb.backends.pacing.Pacer`, else one at
+    ``requests_per_minute``: default ``BGCUT_REQUESTS_PER_MINUTE``, else learnt from 429s) and
+    ``transport`` (default: a :class:`requests.Session`); ``pool_size`` is the connections kept
+    for reuse (a batch raises it to its thread count). The single options ``connect_timeout``,
+    ``upload_timeout``, ``process_timeout``, ``fetch_timeout``, ``retry_ambiguous_process`` and
+    ``requests_per_minute`` set one field of their group.
     """
 
     def __init__(
@@ -213,16 +227,17 @@ class RemoteBackend(Backend):
         api_key: str | ApiKey | None = None,
         api_base: str | None = None,
         *,
-        connect_timeout: float = 10.0,
-        upload_timeout: float = 60.0,
-        process_timeout: float = 300.0,
-        fetch_timeout: float = 60.0,
         retry: RetryPolicy | None = None,
-        retry_ambiguous_process: bool | None = None,
+        timeouts: Timeouts | None = None,
+        pacer: Pacer | None = None,
+        transport: Transport | None = None,
         pool_size: int = 16,
         costs: CostTable = DEFAULT_COSTS,
-        requests_per_minute: float | None = None,
+        **options: Unpack[Shorthands],
     ) -> None:
+        unknown = set(options) - set(Shorthands.__annotations__)
+        if unknown:  # as Python itself would say for a missing parameter
+            raise TypeError(f"RemoteBackend() got an unexpected keyword argument {min(unknown)!r}")
         key = resolve_api_key(api_key)
         if key is None:
             raise AuthenticationError(
@@ -232,21 +247,25 @@ class RemoteBackend(Backend):
         self._key = key
         self._auth = _BearerAuth(key)
         self.api_base = resolve_api_base(api_base)
-        self.connect_timeout = connect_timeout
-        self.upload_timeout = upload_timeout
-        self.process_timeout = process_timeout
-        self.fetch_timeout = fetch_timeout
-        self.retry = retry or RetryPolicy()
-        self.retry_ambiguous_process = retry_ambiguous_process
+        self.retry, self.timeouts, self.pacer = _grouped(retry, timeouts, pacer, options)
         self.costs = costs
         self._server_dedups_process = False
-        self._session = requests.Session()
-        self._session.headers["User-Agent"] = f"bgcut-nb/{__version__}"
+        self._owns_transport = transport is None
+        self._session: Transport = transport or _default_session()  # the transport
         self._pool_size = 0
         self._pool_lock = threading.Lock()
         self.reserve_connections(pool_size)
-        self.throttle = RateLimiter(resolve_requests_per_minute(requests_per_minute))
         self._pushback = {"rate_limited": 0, "overloaded": 0}
+
+    @property
+    def retry_ambiguous_process(self) -> bool | None:
+        """Whether a ``process-image`` that may have been sent is repeated (``None``: when the
+        server deduplicates); the retry policy's field."""
+        return self.retry.retry_ambiguous_process
+
+    @retry_ambiguous_process.setter
+    def retry_ambiguous_process(self, value: bool | None) -> None:
+        self.retry = replace(self.retry, retry_ambiguous_process=value)
 
     @property
     def identity(self) -> str:
@@ -277,8 +296,7 @@ class RemoteBackend(Backend):
             "POST",
             self.api_base + UPLOAD_PATH,
             authorized=True,
-            repeat_if_sent=True,
-            timeout=(self.connect_timeout, self.upload_timeout),
+            timeout=(self.timeouts.connect, self.timeouts.upload),
             files={"image": (filename, data, ctype)},
         )
         body = self._json(response, "upload-image")
@@ -313,8 +331,7 @@ class RemoteBackend(Backend):
             "POST",
             self.api_base + PROCESS_PATH,
             authorized=True,
-            repeat_if_sent=self._may_repeat_process,
-            timeout=(self.connect_timeout, self.process_timeout),
+            timeout=(self.timeouts.connect, self.timeouts.process),
             json=payload,
             headers={IDEMPOTENCY_HEADER: idempotency_key},
         )
@@ -332,8 +349,7 @@ class RemoteBackend(Backend):
             "GET",
             url,
             authorized=False,
-            repeat_if_sent=True,
-            timeout=(self.connect_timeout, self.fetch_timeout),
+            timeout=(self.timeouts.connect, self.timeouts.fetch),
             stream=True,
         )
         return self._stream(response, url)
@@ -354,31 +370,19 @@ class RemoteBackend(Backend):
             return dict(self._pushback)
 
     def reserve_connections(self, connections: int) -> None:
-        """Size the connection pool to at least ``connections`` (it only ever grows)."""
+        """Size the connection pool to at least ``connections`` (it only ever grows; only the
+        default transport has a pool to size)."""
         with self._pool_lock:
-            if connections <= self._pool_size:
+            if connections <= self._pool_size or not self._owns_transport:
                 return
             self._pool_size = connections
             # Retries are ours (see the module docstring), so the adapter itself never repeats.
             adapter = HTTPAdapter(pool_connections=4, pool_maxsize=connections, max_retries=0)
+            assert isinstance(self._session, requests.Session)
             self._session.mount("https://", adapter)
             self._session.mount("http://", adapter)
 
-    def _count_pushback(self, status: int, retry_after: float | None, paced: bool) -> None:
-        if status == 429 and paced:
-            self.throttle.observe(429, retry_after)
-        with self._pool_lock:
-            if status == 429:
-                self._pushback["rate_limited"] += 1
-            elif status == 503:
-                self._pushback["overloaded"] += 1
-
     # -- plumbing --------------------------------------------------------------------------
-
-    def _may_repeat_process(self) -> bool:
-        if self.retry_ambiguous_process is not None:
-            return self.retry_ambiguous_process
-        return self._server_dedups_process
 
     def _send(
         self,
@@ -387,52 +391,65 @@ class RemoteBackend(Backend):
         url: str,
         *,
         authorized: bool,
-        repeat_if_sent: bool | Callable[[], bool],
         headers: dict[str, str] | None = None,
         **kwargs: Any,
     ) -> requests.Response:
         """One logical request with the retry policy applied; returns a 2xx response."""
         headers = dict(headers or {})
-        auth = self._auth if authorized else None  # never the key itself in a local dict
-        policy = self.retry
         attempt = 0
         while True:
-            if authorized:
-                self.throttle.acquire()  # the plan's pace (upload and process count)
-            try:
-                response = self._session.request(method, url, headers=headers, auth=auth, **kwargs)
-                failure = None
-            except requests.RequestException as exc:
-                # Keep only text: requests' exceptions hold the request, headers included.
-                failure, sent = f"{type(exc).__name__}: {exc}", not _never_sent(exc)
-            if failure is not None:
-                repeat = repeat_if_sent() if callable(repeat_if_sent) else repeat_if_sent
-                if attempt < policy.retries and (not sent or repeat):
-                    delay = policy.backoff_delay(attempt)
-                    log.info("%s: %s; retry %d in %.2fs", op, failure, attempt + 1, delay)
-                    time.sleep(delay)
-                    attempt += 1
-                    continue
-                raise self._connection_error(op, url, failure, sent)
-            if authorized and IDEMPOTENCY_SUPPORT_HEADER in response.headers:
-                self._server_dedups_process = True
-            if authorized and response.status_code != 429:
-                self.throttle.observe(response.status_code)
-            if response.ok:
-                return response
-            if response.status_code in (429, 503):
-                self._count_pushback(response.status_code, _retry_after(response), authorized)
-            error = _error_from_response(response)
-            response.close()
-            if response.status_code not in policy.statuses or attempt >= policy.retries:
-                raise error
-            retry_after = _retry_after(response)
-            if retry_after is not None and retry_after > policy.retry_after_max:
-                raise error
-            delay = retry_after if retry_after is not None else policy.backoff_delay(attempt)
-            log.info("%s: HTTP %d; retry %d in %.2fs", op, error.status, attempt + 1, delay)
-            time.sleep(delay)
+            outcome = self._attempt(op, method, url, attempt, authorized, headers=headers, **kwargs)
+            if isinstance(outcome, _Failed):
+                decision = outcome.decision
+                if isinstance(decision, GiveUp):
+                    raise self._connection_error(op, url, outcome.reason, decision.sent)
+                log.info(
+                    "%s: %s; retry %d in %.2fs", op, outcome.reason, attempt + 1, decision.after
+                )
+            elif outcome.ok:
+                return outcome
+            else:
+                decision = self.retry.decide(attempt, outcome.status_code, outcome.headers, op=op)
+                error = _error_from_response(outcome)
+                outcome.close()
+                if isinstance(decision, GiveUp):
+                    raise error
+                log.info(
+                    "%s: HTTP %d; retry %d in %.2fs", op, error.status, attempt + 1, decision.after
+                )
+            time.sleep(decision.after)
             attempt += 1
+
+    def _attempt(
+        self, op: str, method: str, url: str, attempt: int, authorized: bool, **kwargs: Any
+    ) -> requests.Response | _Failed:
+        """Send once (paced if it counts against the plan) and record the answer."""
+        if authorized:
+            self.pacer.acquire()  # the plan's pace (upload and process count)
+        auth = self._auth if authorized else None  # never the key itself in a local dict
+        try:
+            response = self._session.request(method, url, auth=auth, **kwargs)
+        except requests.RequestException as exc:
+            # Keep only text: requests' exceptions hold the request, headers included.
+            dedups = self._server_dedups_process
+            decision = self.retry.decide(attempt, exc, op=op, server_dedups=dedups)
+            return _Failed(f"{type(exc).__name__}: {exc}", decision)
+        self._record(response, paced=authorized)
+        return response
+
+    def _record(self, response: requests.Response, paced: bool) -> None:
+        """What an answer tells: the server deduplicates, the pace held, pushback (429, 503)."""
+        status = response.status_code
+        if paced and IDEMPOTENCY_SUPPORT_HEADER in response.headers:
+            self._server_dedups_process = True
+        if paced and status != 429:
+            self.pacer.observe(status)
+        if status not in (429, 503):
+            return
+        if status == 429 and paced:
+            self.pacer.observe(429, retry_after_seconds(response.headers))
+        with self._pool_lock:
+            self._pushback["rate_limited" if status == 429 else "overloaded"] += 1
 
     def _connection_error(self, op: str, url: str, reason: str, sent: bool) -> BgcutError:
         where = url.split("?", 1)[0]  # signed output URLs carry their signature in the query

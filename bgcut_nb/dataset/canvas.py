@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from ..contract.errors import CanvasError, ImageReadError
 from ..core.atomic import atomic_write_bytes
 from .presets import Preset, preset
 
@@ -32,14 +33,6 @@ __all__ = [
 ALPHA_SUBJECT = 12
 #: Without alpha (a flattened JPEG), pixels darker than this in any channel are the subject.
 WHITE_SUBJECT = 245
-
-
-class ImageReadError(ValueError):
-    """An image file is missing or cannot be decoded; the message says which."""
-
-
-class CanvasError(ImageReadError):
-    """The cut-out cannot be put on a canvas (unreadable, or no subject in it)."""
 
 
 def open_image(

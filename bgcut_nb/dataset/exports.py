@@ -20,8 +20,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from ..contract.errors import MaskError
 from ..core.atomic import atomic_write_bytes, atomic_write_text
-from .canvas import ImageReadError, open_image
+from .canvas import open_image
 
 __all__ = [
     "MaskError",
@@ -38,10 +39,6 @@ __all__ = [
 
 #: Columns other work adds per row that the manifest carries along when present.
 REVIEW_COLUMNS = ("bgcut_error", "bgcut_flags", "bgcut_risk", "bgcut_review")
-
-
-class MaskError(ImageReadError):
-    """An output that holds no mask (no alpha channel and not greyscale) or cannot be read."""
 
 
 def read_mask(source: str | os.PathLike[str] | bytes) -> np.ndarray:

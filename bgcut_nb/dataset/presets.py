@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..contract.errors import PresetError
+
 __all__ = ["Rule", "Preset", "PRESETS", "preset", "preset_names", "PresetError"]
 
 AMAZON_MAIN = "https://sellercentral.amazon.com/help/hub/reference/external/G1881"
@@ -29,13 +31,6 @@ GOOGLE = "https://support.google.com/merchants/answer/6324350"
 
 #: Comparisons a rule may make between the measured value and its ``value``.
 OPS = (">=", "<=", "in")
-
-
-class PresetError(KeyError, ValueError):
-    """An unknown preset name; the message lists the known ones."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
 
 
 @dataclass(frozen=True)

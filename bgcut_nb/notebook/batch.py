@@ -28,6 +28,7 @@ from ..contract.backend import Backend, ProcessResult
 from ..contract.errors import (
     APIError,
     AuthenticationError,
+    BatchError,
     BgcutError,
     InsufficientCreditsError,
     ModelUnavailableError,
@@ -67,19 +68,6 @@ DOWNLOAD_ATTEMPTS = 3
 FATAL_ERRORS = (AuthenticationError, InsufficientCreditsError, ModelUnavailableError)
 
 Errors = Literal["coerce", "raise"]
-
-
-class BatchError(BgcutError):
-    """A batch stopped on a row's error with ``errors="raise"``.
-
-    ``row`` is the index label of the row that failed; ``result`` holds every row's outcome
-    (finished rows included), and the accessors add ``frame``: the same as a DataFrame.
-    """
-
-    def __init__(self, message: str, *, row: Hashable = None, result: BatchResult | None = None):
-        super().__init__(message)
-        self.row = row
-        self.result = result
 
 
 def plural(count: int, singular: str, many: str | None = None) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..contract.errors import BgcutError
+from ..contract.errors import ImageColumnError
 
 __all__ = [
     "UNIQUE_FILENAME_COL",
@@ -51,39 +51,6 @@ _TIER_RANK = {"high": 0, "medium": 1, "low": 2}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 #: Key in ``DataFrame.attrs`` under which a run records its settings and stats.
 META_KEY = "bgcut"
-
-
-class ImageColumnError(BgcutError, KeyError, ValueError):
-    """Which column holds the images is unclear: none or several look like images, or the one
-    named is not a column. ``str()`` speaks Python (``pass image_col='<column>'``);
-    :meth:`explain` lets another front end (the command line) name its own option.
-    """
-
-    def __init__(
-        self,
-        columns: Iterable[Hashable],
-        *,
-        candidates: Iterable[Hashable] = (),
-        missing: Hashable | None = None,
-    ) -> None:
-        self.columns = list(columns)
-        self.candidates = list(candidates)
-        self.missing = missing
-        super().__init__(f"bgcut: {self.explain()}")
-
-    def explain(self, option: str = "image_col", usage: str = "pass image_col='<column>'") -> str:
-        """The message, naming ``option`` and saying how to give it (``usage``)."""
-        available = ", ".join(repr(c) for c in self.columns) or "none"
-        if self.missing is not None:
-            why = f"{option} {self.missing!r} is not a column"
-        elif self.candidates:
-            why = f"several columns look like image paths {self.candidates!r}; {usage}"
-        else:
-            why = f"no column looks like image paths (.png/.jpg/.jpeg/.webp); {usage}"
-        return f"{why}. Available columns: {available}"
-
-    def __str__(self) -> str:  # KeyError would show the message in quotes
-        return str(self.args[0])
 
 
 def _looks_like_images(column: pd.Series) -> bool:

@@ -25,6 +25,7 @@ import ipywidgets as widgets
 import pandas as pd
 from PIL import Image
 
+from ..contract.errors import ImageTooLarge
 from ..contract.formats import MAX_INPUT_PIXELS, image_dimensions
 from .columns import ERROR_COL, infer_image_col
 
@@ -154,15 +155,6 @@ def thumbnail(
     else:
         image.save(buffer, format="JPEG", quality=85)
     return buffer.getvalue(), info
-
-
-class ImageTooLarge(ValueError):
-    """An image with more pixels than :data:`PREVIEW_MAX_PIXELS` even at its smallest decoding
-    scale: a thumbnail would decode all of it, so none is made (``info`` says its size)."""
-
-    def __init__(self, info: ImageInfo) -> None:
-        super().__init__(f"too large to preview: {info.width}x{info.height}")
-        self.info = info
 
 
 def _open_header(data: bytes) -> Image.Image:

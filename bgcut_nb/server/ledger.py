@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from ..contract.errors import QuotaExceeded
+
 __all__ = ["Ledger", "Charge", "QuotaExceeded"]
 
 #: Columns added since the first release, added to an older database on open.
@@ -84,14 +86,6 @@ class Charge(NamedTuple):
     request_hash: str
     credits: float
     result: dict[str, Any]
-
-
-class QuotaExceeded(Exception):
-    """An upload would exceed a key's quota: ``kind`` is ``"uploads"`` or ``"bytes"``."""
-
-    def __init__(self, kind: str, limit: float, retry_after: float | None = None) -> None:
-        super().__init__(kind)
-        self.kind, self.limit, self.retry_after = kind, limit, retry_after
 
 
 class Ledger:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from ..contract.errors import RateLimitError
+from ..contract.errors import ServerBusyError
 
 __all__ = ["EnginePool", "ServerBusyError", "default_workers"]
 
@@ -31,10 +31,6 @@ def default_workers() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # pragma: no cover - non-Linux
         return max(1, os.cpu_count() or 1)
-
-
-class ServerBusyError(RateLimitError):
-    """Every worker is busy and the queue is full (answered 429 with ``Retry-After``)."""
 
 
 class EnginePool:

@@ -1,4 +1,9 @@
-"""Per-key token-bucket rate limiting for the server."""
+"""Per-key token-bucket rate limiting for the server: the 429s it answers.
+
+The client's side of the same limit is :mod:`bgcut_nb.backends.pacing` (pacing one client at the
+plan's requests per minute, learnt from these 429s); how many calls a batch keeps in flight at
+once is the batch's adaptive concurrency, a third and separate limit.
+"""
 
 from __future__ import annotations
 

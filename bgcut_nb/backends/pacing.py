@@ -1,7 +1,16 @@
-"""Client-side rate limiting: send at the plan's pace, and learn the pace from 429 answers.
+"""Client-side pacing of paid API calls: send at the plan's pace, learn it from 429 answers.
 
-:class:`RateLimiter` is a thread-safe pacer shared by every thread of one
-:class:`~bgcut_nb.backends.remote.RemoteBackend`:
+One of three limiters, each with its own job:
+
+* this module, :class:`Pacer`: **how often** one client sends ``upload-image`` and
+  ``process-image`` (requests per minute, the plan's limit), shared by every thread of one
+  :class:`~bgcut_nb.backends.remote.RemoteBackend`;
+* the batch's adaptive concurrency (``AdaptiveLimit``, next to the batch runner): **how many**
+  calls a batch keeps in flight at once, grown while latency stays flat, halved on a 503;
+* :mod:`bgcut_nb.server.ratelimit`: the **server's** per-key token bucket, which answers the 429s
+  this module learns from.
+
+:class:`Pacer` is thread-safe:
 
 * With a configured plan (``requests_per_minute``, or ``BGCUT_REQUESTS_PER_MINUTE``) requests
   leave one every ``60 / requests_per_minute`` seconds (plus a burst of ``burst`` at once), in the
@@ -33,7 +42,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-__all__ = ["RateLimiter"]
+__all__ = ["Pacer"]
 
 #: Seconds of accepted requests the learner looks back over.
 WINDOW = 60.0
@@ -49,7 +58,7 @@ FAST_PROBE = 1.25
 DEFAULT_PAUSE = 1.0
 
 
-class RateLimiter:
+class Pacer:
     """Paces requests at ``requests_per_minute`` (``None``: unknown, learnt from 429s)."""
 
     def __init__(
@@ -89,7 +98,7 @@ class RateLimiter:
     def __repr__(self) -> str:
         rpm = self.requests_per_minute
         pace = f"{rpm:.1f}/min" if rpm else "unlimited"
-        return f"RateLimiter({pace}, configured={self.configured}, 429s={self.rate_limited})"
+        return f"Pacer({pace}, configured={self.configured}, 429s={self.rate_limited})"
 
     def acquire(self) -> float:
         """Block until one more request may leave; returns the seconds waited."""
