@@ -13,8 +13,8 @@ import bgcut_nb  # noqa: F401 - registers the accessors
 from bgcut_nb import ReuseCache, Variant
 from bgcut_nb.backends.local import LocalBackend
 from bgcut_nb.backends.remote import RemoteBackend
+from bgcut_nb.batch.columns import SIGNAL_COLUMNS
 from bgcut_nb.notebook.accessor import infer_image_col, resolve_backend
-from bgcut_nb.notebook.columns import SIGNAL_COLUMNS
 
 pytestmark = pytest.mark.usefixtures("bgcut_isolated_env")
 

@@ -17,8 +17,8 @@ from PIL import Image
 import bgcut_nb  # noqa: F401 - registers df.bgcut
 from bgcut_nb import BatchError, BatchStoppedWarning, ModelUnavailableError, ReuseCache
 from bgcut_nb.backends.local import LocalBackend
+from bgcut_nb.batch.runner import output_path, run_batch, safe_dirname
 from bgcut_nb.contract.variants import Variant
-from bgcut_nb.notebook.batch import output_path, run_batch, safe_dirname
 
 pytestmark = pytest.mark.usefixtures("bgcut_isolated_env")
 

@@ -6,15 +6,15 @@ import time
 
 import pytest
 
-from bgcut_nb.contract.wire import UPLOAD_LIFETIME, UPLOAD_REUSE_TTL
-from bgcut_nb.core.config import ApiKey
-from bgcut_nb.notebook.cache import (
+from bgcut_nb.batch.reuse import (
     OutputRecord,
     ReuseCache,
     default_cache,
     sha256_bytes,
     sha256_file,
 )
+from bgcut_nb.contract.wire import UPLOAD_LIFETIME, UPLOAD_REUSE_TTL
+from bgcut_nb.core.config import ApiKey
 
 IMAGE = sha256_bytes(b"image bytes")
 VARIANT = '{"format":"png"}'

@@ -23,7 +23,7 @@ from bgcut_nb import BatchError, LocalBackend
 
 distributed = pytest.importorskip("distributed")
 dd = pytest.importorskip("dask.dataframe")
-import bgcut_nb.notebook.dask  # noqa: E402, F401 - registers ddf.bgcut
+import bgcut_nb.notebook.dask_accessor  # noqa: E402, F401 - registers ddf.bgcut
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,8 @@ from PIL import Image
 import bgcut_nb  # noqa: F401 - registers df.bgcut
 from bgcut_nb import ReuseCache
 from bgcut_nb.backends.remote import RemoteBackend
+from bgcut_nb.batch.columns import SIGNAL_COLUMNS
+from bgcut_nb.batch.reuse import OutputRecord
 from bgcut_nb.contract.variants import Variant
 from bgcut_nb.engine.signals import (
     DEFAULT_THRESHOLDS,
@@ -33,8 +35,6 @@ from bgcut_nb.engine.signals import (
     tier_gap,
     working_matte,
 )
-from bgcut_nb.notebook.cache import OutputRecord
-from bgcut_nb.notebook.columns import SIGNAL_COLUMNS
 from bgcut_nb.server.testing import ServerThread
 
 H, W = 200, 300

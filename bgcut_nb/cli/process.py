@@ -160,7 +160,7 @@ def _installed(module: str) -> bool:
 def _table_problems(args: argparse.Namespace, output: Path) -> str | None:
     """Why the input cannot be read or the results table cannot be written, before any row
     is processed (and paid for); ``None`` when both are fine."""
-    from bgcut_nb.notebook.batch import check_folder
+    from bgcut_nb.batch.runner import check_folder
 
     suffix = output.suffix.lower()
     if suffix not in TABLE_FORMATS:
@@ -192,11 +192,11 @@ def run(args: argparse.Namespace) -> int:
     import warnings
 
     import bgcut_nb  # noqa: F401 - registers df.bgcut
+    from bgcut_nb.batch.columns import ImageColumnError
+    from bgcut_nb.batch.runner import BatchError, BatchStoppedWarning
     from bgcut_nb.contract.errors import BgcutError
     from bgcut_nb.contract.variants import parse_variants
     from bgcut_nb.core.config import resolve_api_key
-    from bgcut_nb.notebook.batch import BatchError, BatchStoppedWarning
-    from bgcut_nb.notebook.columns import ImageColumnError
 
     try:
         variants = parse_variants(_read_variants(args.variants))
@@ -280,7 +280,7 @@ def interrupted(result, output: Path, *, cached: bool) -> int:
 
 def report(result, output: Path) -> int:
     """Print a run's summary line to stderr; 1 if any row failed or was not attempted."""
-    from bgcut_nb.notebook.batch import plural
+    from bgcut_nb.batch.runner import plural
 
     stats = result.bgcut.stats
     print(

@@ -28,23 +28,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from ..contract.backend import Backend
-from ..contract.formats import image_dimensions, sniff_format
-from ..contract.variants import Variant, parse_variants
-from ..core.config import resolve_api_base, resolve_api_key, resolve_storage_dir
-from .batch import (
-    DEFAULT_OUT_DIR,
-    BatchError,
-    BatchResult,
-    Errors,
-    RowResult,
-    _read_source,
-    _RowError,
-    run_batch,
-    upload_batch,
-)
-from .cache import ReuseCache, default_cache, sha256_bytes
-from .columns import (
+from ..batch.columns import (
     ERROR_COL,
     META_KEY,
     SIGNAL_COLUMNS,
@@ -55,6 +39,22 @@ from .columns import (
     infer_image_col,
     signal_values,
 )
+from ..batch.reuse import ReuseCache, default_cache, sha256_bytes
+from ..batch.runner import (
+    DEFAULT_OUT_DIR,
+    BatchError,
+    BatchResult,
+    Errors,
+    RowResult,
+    _read_source,
+    _RowError,
+    run_batch,
+    upload_batch,
+)
+from ..contract.backend import Backend
+from ..contract.formats import image_dimensions, sniff_format
+from ..contract.variants import Variant, parse_variants
+from ..core.config import resolve_api_base, resolve_api_key, resolve_storage_dir
 
 __all__ = [
     "EstimateWarning",
@@ -379,7 +379,7 @@ class BgcutFrameAccessor(_Common):
         already rendered (same image bytes, same variant settings, same backend) are reused
         from ``cache`` without any request; uploads are reused for new variants.
         ``errors="raise"`` stops at the first bad row with
-        :class:`~bgcut_nb.notebook.batch.BatchError` (its ``.frame`` holds the finished rows);
+        :class:`~bgcut_nb.batch.runner.BatchError` (its ``.frame`` holds the finished rows);
         Ctrl-C raises ``KeyboardInterrupt`` with the same ``.frame`` (the rows so far). An
         ``out_dir`` that is a file is refused before any row is processed.
 

@@ -25,8 +25,8 @@ import ipywidgets as widgets
 import pandas as pd
 from PIL import Image
 
+from ..batch.columns import ERROR_COL, infer_image_col
 from ..contract.formats import MAX_INPUT_PIXELS, image_dimensions
-from .columns import ERROR_COL, infer_image_col
 
 __all__ = [
     "preview",

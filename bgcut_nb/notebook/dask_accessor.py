@@ -1,11 +1,11 @@
 """``ddf.bgcut.process`` on a dask DataFrame: each partition is one ``df.bgcut.process`` run on a
 worker of a ``dask.distributed`` cluster (needs the ``dask`` extra).
 
-``import bgcut_nb.notebook.dask`` registers the accessor (``import bgcut_nb`` does it for you
-when ``dask.dataframe`` was imported first; it never imports dask itself)::
+``import bgcut_nb.notebook.dask_accessor`` registers the accessor (``import bgcut_nb`` does it
+for you when ``dask.dataframe`` was imported first; it never imports dask itself)::
 
     import dask.dataframe as dd
-    import bgcut_nb.notebook.dask  # noqa: F401 - registers ddf.bgcut
+    import bgcut_nb.notebook.dask_accessor  # noqa: F401 - registers ddf.bgcut
 
     ddf = dd.read_csv("catalogue-*.csv")  # a column of image paths
     out = ddf.bgcut.process(variants, image_col="path", out_dir="/shared/cutouts")
@@ -32,17 +32,17 @@ import dask.dataframe as dd
 import pandas as pd
 from dask.dataframe.extensions import register_dataframe_accessor
 
-from ..contract.backend import Backend
-from ..contract.variants import Variant, parse_variants
-from .batch import DEFAULT_OUT_DIR, Errors
-from .cache import ReuseCache
-from .columns import (
+from ..batch.columns import (
     META_KEY,
     SIGNAL_COLUMNS,
     check_image_col,
     infer_image_col,
     output_columns,
 )
+from ..batch.reuse import ReuseCache
+from ..batch.runner import DEFAULT_OUT_DIR, Errors
+from ..contract.backend import Backend
+from ..contract.variants import Variant, parse_variants
 
 __all__ = ["BgcutDaskAccessor", "process_partition"]
 
@@ -148,7 +148,7 @@ class BgcutDaskAccessor:
         ``False``. ``out_dir`` and ``base_dir`` are made absolute here (``base_dir`` defaults
         to this process's current directory), so workers resolve paths as pandas would.
         ``max_workers`` is the rows each partition runs at once. ``errors="raise"`` raises the
-        first :class:`~bgcut_nb.notebook.batch.BatchError` when the result is computed.
+        first :class:`~bgcut_nb.batch.runner.BatchError` when the result is computed.
         ``progress`` is accepted as in pandas and has no effect here: rows run on the workers,
         whose bars nobody sees; use Dask's own (``distributed.progress(ddf.persist())`` or
         the dashboard).

@@ -1,7 +1,7 @@
 """The batch runner behind ``df.bgcut.process``: many rows, a bounded pool, nothing done twice.
 
 For each row it reads the image, hashes it, serves every variant whose output is already on disk
-from the :class:`~bgcut_nb.notebook.cache.ReuseCache`, and sends one processing call with all
+from the :class:`~bgcut_nb.batch.reuse.ReuseCache`, and sends one processing call with all
 the rest, re-using a remembered upload when there is one. A bad row gets its error and the batch
 carries on; 401, 402 and a missing model stop it early, keeping every finished row; Ctrl-C cancels
 what has not started, lets running rows finish into the cache, and a re-run resumes from there.
@@ -36,8 +36,8 @@ from ..contract.errors import (
 from ..contract.variants import Variant, parse_variants
 from ..contract.wire import process_idempotency_key
 from ..core.atomic import atomic_writer
-from .cache import OutputRecord, ReuseCache, sha256_bytes, sha256_file
-from .throughput import GatedBackend, plan
+from .concurrency import GatedBackend, plan
+from .reuse import OutputRecord, ReuseCache, sha256_bytes, sha256_file
 
 __all__ = [
     "BatchError",
