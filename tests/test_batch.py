@@ -407,8 +407,9 @@ def test_hostile_variant_names_end_to_end(photos, backend, cache, tmp_path):
 
 def test_run_batch_directly_keeps_input_order_with_repeated_labels(photos, backend, tmp_path):
     items = [("same", str(photos[0])), ("same", str(photos[1])), ("same", None)]
-    result = run_batch(
-        items, LOW_VARIANTS[:1], backend=backend, out_dir=tmp_path / "o", progress=False
-    )
+    result = run_batch(  # cache=False: no reuse cache (None would be the shared one)
+        items, LOW_VARIANTS[:1], backend=backend, out_dir=tmp_path / "o", cache=False,
+        progress=False,
+    )  # fmt: skip
     assert [r.status for r in result.rows] == ["done", "done", "failed"]
     assert "photo0-" in result.rows[0].paths["cut"] and "photo1-" in result.rows[1].paths["cut"]

@@ -10,8 +10,8 @@ import pytest
 import bgcut_nb
 from bgcut_nb.notebook.accessor import BgcutFrameAccessor
 
-#: pandas options the Dask accessor does not offer yet (the review workflow and presets).
-NOT_ON_DASK = {"draft", "only", "review_variant", "preset"}
+#: pandas options the Dask accessor does not offer (none: it takes every one).
+NOT_ON_DASK: set[str] = set()
 
 
 def test_an_unclear_image_column_is_a_bgcut_error_and_still_a_key_error():

@@ -37,6 +37,7 @@ from ..contract.variants import Variant, parse_variants
 from ..contract.wire import process_idempotency_key
 from ..core.atomic import atomic_writer
 from .concurrency import GatedBackend, plan
+from .options import DEFAULT_OUT_DIR, Errors, RunOptions
 from .reuse import OutputRecord, ReuseCache, sha256_bytes, sha256_file
 
 __all__ = [
@@ -52,12 +53,10 @@ __all__ = [
     "check_folder",
     "plural",
     "DEFAULT_OUT_DIR",
+    "RunOptions",
 ]
 
 log = logging.getLogger(__name__)
-
-#: Where outputs go when no ``out_dir`` is given (relative to the current directory).
-DEFAULT_OUT_DIR = "bgcut-output"
 
 #: Attempts per output download (the backend retries within each; this covers a download that
 #: broke off mid-stream or ran out of the backend's retries).
@@ -65,8 +64,6 @@ DOWNLOAD_ATTEMPTS = 3
 
 #: Errors that no other row can escape either: stop instead of failing every row the same way.
 FATAL_ERRORS = (AuthenticationError, InsufficientCreditsError, ModelUnavailableError)
-
-Errors = Literal["coerce", "raise"]
 
 
 class BatchError(BgcutError):
@@ -256,22 +253,14 @@ def _copy_intact(record: OutputRecord, dest: Path) -> OutputRecord:
 
 
 class _Runner:
-    def __init__(
-        self,
-        variants: list[Variant],
-        *,
-        backend: Backend,
-        out_dir: Path,
-        cache: ReuseCache | None,
-        base_dir: Path | None,
-    ) -> None:
+    def __init__(self, variants: list[Variant], options: RunOptions, *, out_dir: Path) -> None:
         self.variants = variants
-        self.backend = backend
+        self.backend: Backend = options.engine
         self.out_dir = out_dir
-        self.cache = cache
-        self.base_dir = base_dir
-        self.identity = backend.identity
-        self.fingerprint = backend.key_fingerprint
+        self.cache: ReuseCache | None = options.store
+        self.base_dir: Path | None = options.base_dir
+        self.identity = self.backend.identity
+        self.fingerprint = self.backend.key_fingerprint
         self.stop = threading.Event()
         self.stats = BatchStats()
         self._lock = threading.Lock()
@@ -559,76 +548,58 @@ def _hint(exc: BaseException) -> str:
 def run_batch(
     items: Iterable[tuple[Hashable, object]],
     variants: Iterable[Variant | Mapping[str, Any]],
+    options: RunOptions | None = None,
     *,
-    backend: Backend,
-    out_dir: str | os.PathLike[str] = DEFAULT_OUT_DIR,
-    cache: ReuseCache | None = None,
-    base_dir: str | os.PathLike[str] | None = None,
-    max_workers: int | None = None,
-    errors: Errors = "coerce",
-    progress: bool = True,
     desc: str = "bgcut",
+    **given: Any,
 ) -> BatchResult:
     """Process ``(label, image)`` items into every variant; see the module docstring.
 
-    ``image`` is a path (relative ones resolve against ``base_dir``) or bytes. With
-    ``errors="coerce"`` a failed row's cause lands in its ``error``; with ``errors="raise"`` the
-    first failure stops the batch and raises :class:`BatchError` naming the row. Results are in
-    input order (``result.rows[i]`` belongs to the i-th item), so repeated labels are fine.
+    ``options`` (a :class:`RunOptions`, resolved here if it is not yet) or its fields as
+    keywords (which override it): ``backend``, ``out_dir``, ``cache``, ``base_dir``,
+    ``max_workers``, ``errors``, ``progress``, with ``df.bgcut.process``'s meanings
+    (``cache=None`` is the shared cache; ``False``: none). ``image`` is a path (relative ones
+    resolve against ``base_dir``) or bytes. With ``errors="coerce"`` a failed row's cause lands
+    in its ``error``; with ``errors="raise"`` the first failure stops the batch and raises
+    :class:`BatchError` naming the row. Results are in input order (``result.rows[i]`` belongs to
+    the i-th item), so repeated labels are fine.
     """
+    opts = replace(options or RunOptions(), **given).resolve()
     parsed = parse_variants(variants)
-    runner = _Runner(
-        parsed,
-        backend=backend,
-        out_dir=check_folder(out_dir),
-        cache=cache,
-        base_dir=Path(base_dir).expanduser() if base_dir is not None else None,
-    )
-    return _run_pool(list(items), runner, runner.process_row, max_workers, errors, progress, desc)
+    runner = _Runner(parsed, opts, out_dir=check_folder(opts.out_dir))
+    return _run_pool(list(items), runner, runner.process_row, opts, desc)
 
 
 def upload_batch(
     items: Iterable[tuple[Hashable, object]],
+    options: RunOptions | None = None,
     *,
-    backend: Backend,
-    cache: ReuseCache | None = None,
-    base_dir: str | os.PathLike[str] | None = None,
-    max_workers: int | None = None,
-    errors: Errors = "coerce",
-    progress: bool = True,
     desc: str = "bgcut upload",
+    **given: Any,
 ) -> BatchResult:
-    """Upload each item once (re-using remembered uploads); rows carry ``unique_filename``."""
-    runner = _Runner(
-        [],
-        backend=backend,
-        out_dir=Path(DEFAULT_OUT_DIR),
-        cache=cache,
-        base_dir=Path(base_dir).expanduser() if base_dir is not None else None,
-    )
-    return _run_pool(list(items), runner, runner.upload_row, max_workers, errors, progress, desc)
+    """Upload each item once (re-using remembered uploads); rows carry ``unique_filename``.
+    ``options`` and keywords as in :func:`run_batch` (``out_dir`` is not used)."""
+    opts = replace(options or RunOptions(), **given).resolve()
+    runner = _Runner([], opts, out_dir=Path(DEFAULT_OUT_DIR))
+    return _run_pool(list(items), runner, runner.upload_row, opts, desc)
 
 
 def _run_pool(
     items: list[tuple[Hashable, object]],
     runner: _Runner,
     work: Callable[[object], RowResult],
-    max_workers: int | None,
-    errors: Errors,
-    progress: bool,
+    options: RunOptions,
     desc: str,
 ) -> BatchResult:
     """Run ``work`` over the items on a bounded pool with progress, stop rules and Ctrl-C."""
-    if errors not in ("coerce", "raise"):
-        raise ValueError("errors must be 'coerce' or 'raise'")
     backend = runner.backend
-    concurrency = plan(backend, max_workers)
+    concurrency = plan(backend, options.max_workers)
     before = backend.pressure()
     if concurrency.gate is not None:  # adaptive in-flight limit; downloads overlap (throughput.py)
         runner.backend = GatedBackend(backend, concurrency.gate, runner.stop, _Stopped)
-    pool = _Pool(items, runner, work, errors)
+    pool = _Pool(items, runner, work, options.errors)
     try:
-        pool.run(concurrency.threads, progress, desc)
+        pool.run(concurrency.threads, options.progress, desc)
     finally:
         after, stats = backend.pressure(), runner.stats
         stats.rate_limited = after.get("rate_limited", 0) - before.get("rate_limited", 0)
