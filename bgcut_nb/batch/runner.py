@@ -38,7 +38,7 @@ from ..contract.wire import process_idempotency_key
 from ..core.atomic import atomic_writer
 from .concurrency import GatedBackend, plan
 from .options import DEFAULT_OUT_DIR, Errors, RunOptions
-from .reuse import OutputRecord, ReuseCache, sha256_bytes, sha256_file
+from .reuse import CacheScope, OutputRecord, ReuseCache, sha256_bytes, sha256_file
 
 __all__ = [
     "BatchError",
@@ -259,8 +259,7 @@ class _Runner:
         self.out_dir = out_dir
         self.cache: ReuseCache | None = options.store
         self.base_dir: Path | None = options.base_dir
-        self.identity = self.backend.identity
-        self.fingerprint = self.backend.key_fingerprint
+        self.scope = CacheScope.of(self.backend)
         self.stop = threading.Event()
         self.stats = BatchStats()
         self._lock = threading.Lock()
@@ -274,7 +273,7 @@ class _Runner:
     def _upload(self, data: bytes, image_sha: str, filename: str) -> tuple[str, bool]:
         """``(unique_filename, reused)``: a remembered upload, else a fresh one."""
         if self.cache is not None:
-            remembered = self.cache.get_upload(self.identity, self.fingerprint, image_sha)
+            remembered = self.cache.get_upload(self.scope, image_sha)
             if remembered:
                 self._add(uploads_reused=1)
                 return remembered, True
@@ -283,9 +282,7 @@ class _Runner:
         result = self.backend.upload_image(_named(data, filename))
         self._add(uploads=1)
         if self.cache is not None:
-            self.cache.put_upload(
-                self.identity, self.fingerprint, image_sha, result.unique_filename
-            )
+            self.cache.put_upload(self.scope, image_sha, result.unique_filename)
         return result.unique_filename, False
 
     def _image_lock(self, image_sha: str) -> threading.Lock:
@@ -308,9 +305,7 @@ class _Runner:
             dest = output_path(self.out_dir, variant, stem, image_sha)
             record = None
             if self.cache is not None:
-                record = self.cache.get_output(
-                    image_sha, variant.cache_key(), self.identity, self.fingerprint
-                )
+                record = self.cache.get_output(self.scope, image_sha, variant.cache_key())
             if record is None:
                 pending.append((variant, dest))
                 continue
@@ -318,9 +313,7 @@ class _Runner:
             if placed.signals is None:  # cached before signals were kept: assess it now
                 placed = replace(placed, signals=self._signals(placed.url, dest, variant))
             if placed is not record:
-                self.cache.put_output(
-                    image_sha, variant.cache_key(), self.identity, self.fingerprint, placed
-                )
+                self.cache.put_output(self.scope, image_sha, variant.cache_key(), placed)
             row.paths[variant.variant_name] = placed.path
             row.urls[variant.variant_name] = placed.url
             row.unique_filename = row.unique_filename or placed.unique_filename
@@ -339,9 +332,7 @@ class _Runner:
         # A call sent earlier whose answer was never recorded: the same upload and key again.
         remembered = None
         if self.cache is not None:
-            remembered = self.cache.get_pending_process(
-                image_sha, asked, self.identity, self.fingerprint
-            )
+            remembered = self.cache.get_pending_process(self.scope, image_sha, asked)
         key = None
         if remembered is not None:
             (unique_filename, key), reused = remembered, True
@@ -355,8 +346,8 @@ class _Runner:
             if not reused:
                 raise
             # The service forgot the upload before we did: forget it too and upload once more.
-            self.cache.evict_upload(self.identity, self.fingerprint, image_sha)
-            self.cache.forget_pending_process(image_sha, asked, self.identity, self.fingerprint)
+            self.cache.evict_upload(self.scope, image_sha)
+            self.cache.forget_pending_process(self.scope, image_sha, asked)
             unique_filename, _ = self._upload(data, image_sha, filename)
             self._add(reuploads=1)
             result = self._process(unique_filename, wanted, image_sha, asked)
@@ -368,14 +359,13 @@ class _Runner:
         if self.cache is not None:  # paid for: remember every URL before any download
             for variant, _ in pending:
                 self.cache.put_paid_output(
+                    self.scope,
                     image_sha,
                     variant.cache_key(),
-                    self.identity,
-                    self.fingerprint,
                     url=result.output_urls[variant.variant_name],
                     unique_filename=row.unique_filename,
                 )
-            self.cache.forget_pending_process(image_sha, asked, self.identity, self.fingerprint)
+            self.cache.forget_pending_process(self.scope, image_sha, asked)
         for variant, dest in pending:
             url = result.output_urls[variant.variant_name]
             self._fetch_output(row, image_sha, variant, dest, url, row.unique_filename)
@@ -395,14 +385,13 @@ class _Runner:
         if not getattr(self.backend, "accepts_idempotency_key", False):
             return self.backend.process_image(unique_filename, wanted)
         key = key or process_idempotency_key(
-            self.fingerprint, unique_filename, [v.to_dict() for v in wanted], image_sha
+            self.scope.key_fingerprint, unique_filename, [v.to_dict() for v in wanted], image_sha
         )
         if self.cache is not None:
             self.cache.put_pending_process(
+                self.scope,
                 image_sha,
                 asked,
-                self.identity,
-                self.fingerprint,
                 unique_filename=unique_filename,
                 idempotency_key=key,
             )
@@ -427,9 +416,7 @@ class _Runner:
             return pending
         left = []
         for variant, dest in pending:
-            paid = self.cache.get_paid_output(
-                image_sha, variant.cache_key(), self.identity, self.fingerprint
-            )
+            paid = self.cache.get_paid_output(self.scope, image_sha, variant.cache_key())
             if paid is None:
                 left.append((variant, dest))
                 continue
@@ -437,9 +424,7 @@ class _Runner:
             try:
                 self._fetch_output(row, image_sha, variant, dest, url, unique_filename)
             except NotFoundError:
-                self.cache.forget_paid_output(
-                    image_sha, variant.cache_key(), self.identity, self.fingerprint
-                )
+                self.cache.forget_paid_output(self.scope, image_sha, variant.cache_key())
                 left.append((variant, dest))
                 continue
             row.unique_filename = row.unique_filename or unique_filename
@@ -477,8 +462,8 @@ class _Runner:
         )
         if self.cache is not None:
             key = variant.cache_key()
-            self.cache.put_output(image_sha, key, self.identity, self.fingerprint, record)
-            self.cache.forget_paid_output(image_sha, key, self.identity, self.fingerprint)
+            self.cache.put_output(self.scope, image_sha, key, record)
+            self.cache.forget_paid_output(self.scope, image_sha, key)
         row.paths[variant.variant_name] = record.path
         row.urls[variant.variant_name] = url
         row.signals[variant.variant_name] = record.signals or {}

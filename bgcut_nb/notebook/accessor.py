@@ -46,7 +46,7 @@ from ..batch.options import (
     resolve_backend,
     resolve_cache,
 )
-from ..batch.reuse import ReuseCache, sha256_bytes
+from ..batch.reuse import CacheScope, ReuseCache, sha256_bytes
 from ..batch.runner import (
     BatchError,
     BatchResult,
@@ -227,7 +227,7 @@ class _Common:
         parsed = parse_variants(split_preset(variants, None)[1])  # a Preset: its cut-out
         options = options.resolve()
         engine, store, base = options.engine, options.store, options.base_dir
-        identity, fingerprint = engine.identity, engine.key_fingerprint
+        scope = CacheScope.of(engine)
         total = 0.0
         free: list[str] = []
         for label, value in column.items():
@@ -251,13 +251,12 @@ class _Common:
                 v
                 for v in parsed
                 if store is None
-                or store.get_output(image_sha, v.cache_key(), identity, fingerprint, count=False)
-                is None
+                or store.get_output(scope, image_sha, v.cache_key(), count=False) is None
             ]
             if not pending:
                 continue
             total += engine.costs.process_cost(pending)
-            if store is None or not store.peek_upload(identity, fingerprint, image_sha):
+            if store is None or not store.peek_upload(scope, image_sha):
                 total += engine.costs.upload
         if free:
             listed = "; ".join(free[:_LISTED_ROWS])
