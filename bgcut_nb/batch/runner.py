@@ -13,7 +13,6 @@ import json
 import logging
 import math
 import os
-import re
 import shutil
 import threading
 import time
@@ -36,6 +35,7 @@ from ..contract.errors import (
 from ..contract.variants import Variant, parse_variants
 from ..contract.wire import process_idempotency_key
 from ..core.atomic import atomic_writer
+from ..core.names import safe_filename
 from .concurrency import GatedBackend, plan
 from .options import DEFAULT_OUT_DIR, Errors, RunOptions
 from .reuse import CacheScope, OutputRecord, ReuseCache, sha256_bytes, sha256_file
@@ -140,10 +140,6 @@ class BatchResult:
 
 
 # -- names and paths ---------------------------------------------------------------------------
-_UNSAFE = re.compile(r"[^\w.\-]+", re.UNICODE)
-_MAX_NAME = 80
-
-
 def safe_dirname(name: str) -> str:
     """A file-system-safe directory name for a ``variant_name`` that cannot leave its parent.
 
@@ -152,16 +148,11 @@ def safe_dirname(name: str) -> str:
     so that two different names never share a directory (``"a/b"`` and ``"a_b"``).
     """
     text = unicodedata.normalize("NFC", str(name))
-    cleaned = _UNSAFE.sub("_", text).lstrip(".").strip()[:_MAX_NAME]
+    cleaned = safe_filename(text, "")
     if cleaned == text and cleaned:
         return cleaned
     suffix = sha256_bytes(text.encode("utf-8", "surrogatepass"))[:8]
     return f"{cleaned}-{suffix}" if cleaned.strip("_") else f"variant-{suffix}"
-
-
-def _safe_stem(stem: str) -> str:
-    cleaned = _UNSAFE.sub("_", unicodedata.normalize("NFC", stem)).lstrip(".")[:_MAX_NAME]
-    return cleaned or "image"
 
 
 def output_path(
@@ -170,7 +161,8 @@ def output_path(
     """``out_dir/<variant>/<stem>-<hash>.<ext>``; the hash covers the image and the rendering."""
     root = Path(out_dir).resolve()
     digest = sha256_bytes(f"{image_sha256}\n{variant.cache_key()}".encode())[:12]
-    dest = root / safe_dirname(variant.variant_name) / f"{_safe_stem(stem)}-{digest}"
+    stem = safe_filename(stem, "image")
+    dest = root / safe_dirname(variant.variant_name) / f"{stem}-{digest}"
     dest = dest.with_name(f"{dest.name}.{variant.extension}")
     if not dest.resolve().is_relative_to(root):  # belt and braces; safe_dirname prevents it
         raise ValueError(f"output path for variant {variant.variant_name!r} leaves out_dir")
@@ -326,7 +318,8 @@ class _Runner:
         if not pending:
             return self._finish_row(row)
 
-        filename = f"{_safe_stem(stem)}{Path(source).suffix if stem != 'image' else ''}"
+        suffix = Path(source).suffix if stem != "image" else ""
+        filename = f"{safe_filename(stem, 'image')}{suffix}"
         wanted = [variant for variant, _ in pending]
         asked = _variants_key(wanted)
         # A call sent earlier whose answer was never recorded: the same upload and key again.
@@ -479,7 +472,8 @@ class _Runner:
 
     def upload_row(self, value: object) -> RowResult:
         data, stem, _ = _read_source(value, self.base_dir)
-        filename = f"{_safe_stem(stem)}{Path(str(value)).suffix if stem != 'image' else ''}"
+        suffix = Path(str(value)).suffix if stem != "image" else ""
+        filename = f"{safe_filename(stem, 'image')}{suffix}"
         unique_filename, reused = self._upload(data, sha256_bytes(data), filename)
         return RowResult(status="cached" if reused else "done", unique_filename=unique_filename)
 
