@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from notebook_support import LOW_VARIANTS, NEW_VARIANT, local_backend, make_photos
+from fake_backend import FakeBackend
+from notebook_support import LOW_VARIANTS, NEW_VARIANT, make_photos
 from PIL import Image
 
 import bgcut_nb  # noqa: F401 - registers the accessors
@@ -25,8 +26,9 @@ def photos(tmp_path):
 
 
 @pytest.fixture
-def backend(tmp_path):
-    return local_backend(tmp_path / "store")
+def backend():
+    """The Backend contract without a model: these tests are about the frames, not pixels."""
+    return FakeBackend()
 
 
 def test_result_is_a_new_frame_with_the_documented_columns(photos, backend, tmp_path):
