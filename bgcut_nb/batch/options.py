@@ -15,7 +15,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,9 +38,8 @@ __all__ = [
 #: Where outputs go when no ``out_dir`` is given (relative to the current directory).
 DEFAULT_OUT_DIR = "bgcut-output"
 
-#: A backend, ``"local"``, ``"remote"``, ``"auto"``/``None``; on Dask also a zero-argument
-#: function returning a backend (called on each worker).
-BackendLike = Backend | str | Callable[[], Backend] | None
+#: A backend, ``"local"``, ``"remote"`` or ``"auto"``/``None``.
+BackendLike = Backend | str | None
 #: ``None``/``True``: the shared cache in ``BGCUT_CACHE_DIR``; a folder; a cache; ``False``: none.
 CacheLike = ReuseCache | str | os.PathLike[str] | bool | None
 Errors = Literal["coerce", "raise"]
@@ -58,7 +57,8 @@ class RunOptions:
 
     image_col: Hashable | None = None
     out_dir: str | os.PathLike[str] = DEFAULT_OUT_DIR
-    backend: BackendLike = None
+    #: on Dask also a zero-argument function returning a backend (called on each worker)
+    backend: BackendLike | Callable[[], Backend] = None
     max_workers: int | None = None
     errors: Errors = "coerce"
     progress: bool = True
@@ -97,14 +97,10 @@ class RunOptions:
 
     @property
     def engine(self) -> Backend:
-        """The backend of resolved options."""
+        """The backend of resolved options (``TypeError`` before :meth:`resolve`)."""
         if not isinstance(self.backend, Backend):
             raise TypeError("RunOptions.engine needs resolved options (call resolve() first)")
         return self.backend
-
-    def keywords(self) -> dict[str, Any]:
-        """The options as the keywords of ``df.bgcut.process``."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def _or_false(cache: CacheLike) -> ReuseCache | bool:
