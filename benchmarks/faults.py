@@ -36,9 +36,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bgcut_nb.backends.remote import RemoteBackend, RetryPolicy  # noqa: E402
+from bgcut_nb.batch.reuse import ReuseCache  # noqa: E402
+from bgcut_nb.batch.runner import run_batch  # noqa: E402
 from bgcut_nb.contract.pricing import DEFAULT_COSTS  # noqa: E402
-from bgcut_nb.notebook.batch import run_batch  # noqa: E402
-from bgcut_nb.notebook.cache import ReuseCache  # noqa: E402
 from bgcut_nb.testing.faults import FaultSpec  # noqa: E402
 from bgcut_nb.testing.server import ServerThread  # noqa: E402
 

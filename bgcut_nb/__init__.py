@@ -4,6 +4,9 @@ import sys as _sys
 
 from .backends.local import LocalBackend
 from .backends.remote import APIConnectionError, RemoteBackend, RetryPolicy
+from .batch.columns import ImageColumnError
+from .batch.reuse import ReuseCache
+from .batch.runner import BatchError, BatchStoppedWarning
 from .contract.backend import Backend, ProcessResult, UploadResult
 from .contract.errors import (
     APIError,
@@ -29,12 +32,9 @@ from .dataset.presets import Preset, preset
 from .engine.matting import Matting, matte
 from .notebook import accessor as _accessor  # noqa: F401 - registers df.bgcut and s.bgcut
 from .notebook.accessor import EstimateWarning
-from .notebook.batch import BatchError, BatchStoppedWarning
-from .notebook.cache import ReuseCache
-from .notebook.columns import ImageColumnError
 
 if "dask.dataframe" in _sys.modules:  # dask came first: register ddf.bgcut (never import dask)
-    from .notebook import dask as _dask  # noqa: F401
+    from .notebook import dask_accessor as _dask  # noqa: F401
 
 __all__ = [
     "__version__",

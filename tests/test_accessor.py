@@ -6,15 +6,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from notebook_support import LOW_VARIANTS, NEW_VARIANT, local_backend, make_photos
+from fake_backend import FakeBackend
+from notebook_support import LOW_VARIANTS, NEW_VARIANT, make_photos
 from PIL import Image
 
 import bgcut_nb  # noqa: F401 - registers the accessors
 from bgcut_nb import ReuseCache, Variant
 from bgcut_nb.backends.local import LocalBackend
 from bgcut_nb.backends.remote import RemoteBackend
+from bgcut_nb.batch.columns import SIGNAL_COLUMNS
 from bgcut_nb.notebook.accessor import infer_image_col, resolve_backend
-from bgcut_nb.notebook.columns import SIGNAL_COLUMNS
 
 pytestmark = pytest.mark.usefixtures("bgcut_isolated_env")
 
@@ -25,8 +26,9 @@ def photos(tmp_path):
 
 
 @pytest.fixture
-def backend(tmp_path):
-    return local_backend(tmp_path / "store")
+def backend():
+    """The Backend contract without a model: these tests are about the frames, not pixels."""
+    return FakeBackend()
 
 
 def test_result_is_a_new_frame_with_the_documented_columns(photos, backend, tmp_path):

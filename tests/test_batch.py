@@ -1,4 +1,9 @@
-"""The batch runner on the real local engine: reuse, bad rows, early stop, Ctrl-C, safe paths."""
+"""The batch runner: reuse, bad rows, early stop, Ctrl-C, safe paths.
+
+Most tests run on :class:`fake_backend.FakeBackend` (the Backend contract without a model); those
+about the local engine's own behaviour (real cut-outs, its storage forgetting uploads, a
+missing model) run on the real LocalBackend.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +16,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from fake_backend import FakeBackend
 from notebook_support import LOW_VARIANTS, NEW_VARIANT, local_backend, make_photos
 from PIL import Image
 
 import bgcut_nb  # noqa: F401 - registers df.bgcut
 from bgcut_nb import BatchError, BatchStoppedWarning, ModelUnavailableError, ReuseCache
 from bgcut_nb.backends.local import LocalBackend
+from bgcut_nb.batch.runner import output_path, run_batch, safe_dirname
 from bgcut_nb.contract.variants import Variant
-from bgcut_nb.notebook.batch import output_path, run_batch, safe_dirname
 
 pytestmark = pytest.mark.usefixtures("bgcut_isolated_env")
 
@@ -29,8 +35,8 @@ def photos(tmp_path):
 
 
 @pytest.fixture
-def backend(tmp_path):
-    return local_backend(tmp_path / "store")
+def backend():
+    return FakeBackend()
 
 
 @pytest.fixture
@@ -88,7 +94,8 @@ def test_same_cell_twice_costs_nothing_and_new_variant_costs_one_call_per_row(
     assert later["bgcut_unique_filename"].tolist() == first["bgcut_unique_filename"].tolist()
 
 
-def test_outputs_are_real_cutouts_at_the_documented_paths(photos, backend, cache, tmp_path):
+def test_outputs_are_real_cutouts_at_the_documented_paths(photos, cache, tmp_path):
+    backend = local_backend(tmp_path / "store")
     out = run(frame_of(photos), LOW_VARIANTS, backend, cache, tmp_path / "out")
     for i, row in out.iterrows():
         cut, white = Path(row["cut_path"]), Path(row["white_path"])
@@ -314,8 +321,8 @@ def test_missing_model_stops_early_and_says_why(photos, cache, tmp_path, monkeyp
 # -- Ctrl-C ------------------------------------------------------------------------------------
 
 
-class InterruptingBackend(LocalBackend):
-    """The real LocalBackend; its second processing call presses Ctrl-C in the main thread."""
+class InterruptingBackend(FakeBackend):
+    """A fake backend whose second processing call presses Ctrl-C in the main thread."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -345,18 +352,15 @@ def ctrl_c_raises():
 
 
 def test_keyboard_interrupt_stops_cleanly_and_a_rerun_resumes(tmp_path, cache, ctrl_c_raises):
-    from notebook_support import shared_engine
-
     photos = make_photos(tmp_path / "photos", 8)
     df = frame_of(photos)
-    storage = tmp_path / "store"
-    interrupting = InterruptingBackend(storage, engine=shared_engine())
+    interrupting = InterruptingBackend()
     with pytest.raises(KeyboardInterrupt, match="run the same call again to resume"):
         run(df, LOW_VARIANTS, interrupting, cache, tmp_path / "out", max_workers=1)
     assert interrupting.calls < 8  # pending rows were cancelled, not run
     finished = interrupting.calls
 
-    out = run(df, LOW_VARIANTS, local_backend(storage), cache, tmp_path / "out")
+    out = run(df, LOW_VARIANTS, FakeBackend(share=interrupting), cache, tmp_path / "out")
     s = out.bgcut.stats
     assert s["cached"] == finished >= 2  # the interrupted row and the ones before it were kept
     assert s["process_calls"] == s["done"] == 8 - finished
@@ -407,8 +411,9 @@ def test_hostile_variant_names_end_to_end(photos, backend, cache, tmp_path):
 
 def test_run_batch_directly_keeps_input_order_with_repeated_labels(photos, backend, tmp_path):
     items = [("same", str(photos[0])), ("same", str(photos[1])), ("same", None)]
-    result = run_batch(
-        items, LOW_VARIANTS[:1], backend=backend, out_dir=tmp_path / "o", progress=False
-    )
+    result = run_batch(  # cache=False: no reuse cache (None would be the shared one)
+        items, LOW_VARIANTS[:1], backend=backend, out_dir=tmp_path / "o", cache=False,
+        progress=False,
+    )  # fmt: skip
     assert [r.status for r in result.rows] == ["done", "done", "failed"]
     assert "photo0-" in result.rows[0].paths["cut"] and "photo1-" in result.rows[1].paths["cut"]

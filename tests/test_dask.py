@@ -23,7 +23,7 @@ from bgcut_nb import BatchError, LocalBackend
 
 distributed = pytest.importorskip("distributed")
 dd = pytest.importorskip("dask.dataframe")
-import bgcut_nb.notebook.dask  # noqa: E402, F401 - registers ddf.bgcut
+import bgcut_nb.notebook.dask_accessor  # noqa: E402, F401 - registers ddf.bgcut
 
 
 @pytest.fixture(scope="module")
@@ -145,3 +145,26 @@ def test_importing_bgcut_nb_does_not_import_dask():
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
     assert bgcut_nb.__version__
+
+
+def test_drafts_and_approved_only_runs_give_the_pandas_result(home, client, tmp_path):
+    """``draft=True`` and ``only="approved"`` (decisions in ``bgcut_review``) per partition."""
+    df = photo_frame(tmp_path / "photos").iloc[:4]
+    df["bgcut_review"] = ["approved", "rejected", "approved", ""]
+    kw = dict(backend="local", cache=False)
+    ddf = dd.from_pandas(df, npartitions=2, sort=False)
+    for options in ({"draft": True}, {"only": "approved"}):
+        expected = df.bgcut.process(
+            LOW_VARIANTS, out_dir=tmp_path / "pandas", progress=False, **kw, **options
+        )
+        lazy = ddf.bgcut.process(LOW_VARIANTS, out_dir=tmp_path / "dask", **kw, **options)
+        assert list(lazy.columns) == list(expected.columns), options
+        got = lazy.compute()
+        assert list(got.columns) == list(expected.columns), options
+        assert list(got["bgcut_error"]) == list(expected["bgcut_error"]), options
+        for mine, theirs in zip(got["cut_path"], expected["cut_path"], strict=True):
+            if pd.isna(theirs):  # skipped (not approved): no output either way
+                assert pd.isna(mine), options
+                continue
+            assert Path(mine).name == Path(theirs).name, (options, mine, theirs)
+            assert Path(mine).parent.parent.name == ("dask-draft" if "draft" in options else "dask")

@@ -60,11 +60,11 @@ def test_the_tree_is_exported_and_documented():
 
 def test_the_old_homes_still_import_the_same_classes():
     from bgcut_nb.backends.remote import APIConnectionError
+    from bgcut_nb.batch.columns import ImageColumnError
+    from bgcut_nb.batch.runner import BatchError
     from bgcut_nb.dataset.canvas import CanvasError, ImageReadError
     from bgcut_nb.dataset.exports import MaskError
     from bgcut_nb.dataset.presets import PresetError
-    from bgcut_nb.notebook.batch import BatchError
-    from bgcut_nb.notebook.columns import ImageColumnError
     from bgcut_nb.notebook.widgets import ImageTooLarge
     from bgcut_nb.server.ledger import QuotaExceeded
     from bgcut_nb.server.pool import ServerBusyError

@@ -18,7 +18,8 @@ ALLOWED: dict[str, set[str]] = {
     "engine": {"core", "contract", "engine"},
     "backends": {"core", "contract", "engine", "backends"},
     "dataset": {"core", "contract", "dataset"},
-    "notebook": {"core", "contract", "backends", "dataset", "notebook"},
+    "batch": {"core", "contract", "backends", "dataset", "batch"},
+    "notebook": {"core", "contract", "backends", "dataset", "batch", "notebook"},
     "server": {"core", "contract", "engine", "backends.local", "server"},
     "testing": {"core", "contract", "engine", "backends", "server", "testing"},
 }
@@ -119,7 +120,8 @@ def test_the_import_graph_has_no_cycles():
 def test_the_checker_sees_a_cycle_and_a_wrong_way_import():
     """The two checks above would notice a real violation (they read real imports)."""
     assert "bgcut_nb.contract.errors" in GRAPH["bgcut_nb.contract.variants"]
-    assert "bgcut_nb.notebook.columns" in GRAPH["bgcut_nb.notebook.widgets"]
+    assert "bgcut_nb.batch.columns" in GRAPH["bgcut_nb.notebook.widgets"]
+    assert not any(t.startswith("bgcut_nb.notebook") for t in GRAPH["bgcut_nb.batch.runner"])
     assert "bgcut_nb.notebook.accessor" not in GRAPH["bgcut_nb.notebook.widgets"]
 
 

@@ -20,10 +20,10 @@ from notebook_support import LOW_VARIANTS, local_backend, make_photos
 from PIL import Image
 
 from bgcut_nb.backends.remote import RemoteBackend, RetryPolicy
+from bgcut_nb.batch.reuse import ReuseCache
+from bgcut_nb.batch.runner import run_batch
 from bgcut_nb.contract.errors import NotFoundError
 from bgcut_nb.contract.wire import PROCESS_PATH
-from bgcut_nb.notebook.batch import run_batch
-from bgcut_nb.notebook.cache import ReuseCache
 from bgcut_nb.testing.faults import FaultProxy, FaultSpec
 from bgcut_nb.testing.server import ServerThread
 
@@ -125,8 +125,8 @@ from pathlib import Path
 sys.path.insert(0, {tests!r})
 from notebook_support import LOW_VARIANTS
 from bgcut_nb.backends.remote import RemoteBackend
-from bgcut_nb.notebook.batch import run_batch
-from bgcut_nb.notebook.cache import ReuseCache
+from bgcut_nb.batch.runner import run_batch
+from bgcut_nb.batch.reuse import ReuseCache
 backend = RemoteBackend({key!r}, {base!r})
 run_batch([({photo!r}, {photo!r})], LOW_VARIANTS, backend=backend, out_dir={out!r},
           cache=ReuseCache({cache!r}), progress=False)

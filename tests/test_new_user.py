@@ -22,8 +22,8 @@ from notebook_support import LOW_VARIANTS, REPO, make_photos
 
 import bgcut_nb  # noqa: F401 - registers the accessors
 from bgcut_nb import BadRequestError, EstimateWarning, RemoteBackend, Variant
+from bgcut_nb.batch.columns import SIGNAL_COLUMNS
 from bgcut_nb.cli import main
-from bgcut_nb.notebook.columns import SIGNAL_COLUMNS
 
 pytestmark = pytest.mark.usefixtures("bgcut_isolated_env")
 

@@ -80,7 +80,7 @@ print(json.dumps({
     "paths": out[["cutout_path", "white_bg_path"]].values.tolist(),
     "errors": out["bgcut_error"].tolist(),
     "stats": out.bgcut.stats,
-    "cache_dir": bgcut_nb.notebook.cache.default_cache().stats()["directory"],
+    "cache_dir": bgcut_nb.batch.reuse.default_cache().stats()["directory"],
 }))"""
     nb, report = execute(workspace, "quickstart", probe)
     assert report["errors"] == ["", "", "", ""]

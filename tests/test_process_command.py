@@ -13,8 +13,8 @@ import pytest
 from notebook_support import LOW_VARIANTS, make_photos
 from PIL import Image
 
+from bgcut_nb.batch.columns import SIGNAL_COLUMNS
 from bgcut_nb.cli import main
-from bgcut_nb.notebook.columns import SIGNAL_COLUMNS
 
 
 @pytest.fixture

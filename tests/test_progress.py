@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 
 import pandas as pd
-from notebook_support import LOW_VARIANTS, local_backend, make_photos
+from fake_backend import FakeBackend
+from notebook_support import LOW_VARIANTS, make_photos
 
 import bgcut_nb  # noqa: F401 - registers the accessors
 
@@ -22,7 +23,7 @@ def test_the_bar_never_shows_the_previous_rows_counts(tmp_path, capsys, monkeypa
     out = pd.DataFrame({"path": paths}).bgcut.process(
         LOW_VARIANTS,
         out_dir=tmp_path / "out",
-        backend=local_backend(tmp_path / "store"),
+        backend=FakeBackend(),
         cache=tmp_path / "cache",
         max_workers=1,
     )

@@ -10,8 +10,8 @@ import pytest
 import bgcut_nb
 from bgcut_nb.notebook.accessor import BgcutFrameAccessor
 
-#: pandas options the Dask accessor does not offer yet (the review workflow and presets).
-NOT_ON_DASK = {"draft", "only", "review_variant", "preset"}
+#: pandas options the Dask accessor does not offer (none: it takes every one).
+NOT_ON_DASK: set[str] = set()
 
 
 def test_an_unclear_image_column_is_a_bgcut_error_and_still_a_key_error():
@@ -24,7 +24,7 @@ def test_an_unclear_image_column_is_a_bgcut_error_and_still_a_key_error():
 
 def test_dask_accepts_every_pandas_option_of_process():
     pytest.importorskip("dask.dataframe")
-    from bgcut_nb.notebook.dask import BgcutDaskAccessor
+    from bgcut_nb.notebook.dask_accessor import BgcutDaskAccessor
 
     pandas_options = set(inspect.signature(BgcutFrameAccessor.process).parameters) - {"self"}
     dask_options = set(inspect.signature(BgcutDaskAccessor.process).parameters) - {"self"}

@@ -25,6 +25,7 @@ from test_notebooks import workspace  # noqa: F401 - a fixture
 import bgcut_nb  # noqa: F401 - registers the accessors
 from bgcut_nb import ReuseCache
 from bgcut_nb.backends.remote import RemoteBackend
+from bgcut_nb.batch.reuse import CacheScope
 from bgcut_nb.cli import main
 from bgcut_nb.notebook.review import (
     DRAFT_MAX_PIXELS,
@@ -223,7 +224,7 @@ def test_reviews_survive_the_size_limit_and_clear(tmp_path):
     cache = ReuseCache(tmp_path / "c", size_limit=64 * 1024)
     cache.put_review("ab" * 32, "cut", "approved", image="x.jpg")
     for i in range(3000):  # far past the size limit: uploads are evicted, decisions are not
-        cache.put_upload("local:x", "-", f"{i:064d}", f"u{i}" * 20)
+        cache.put_upload(CacheScope("local:x", "-"), f"{i:064d}", f"u{i}" * 20)
     assert cache.stats()["uploads"] < 3000 and cache.stats()["reviews"] == 1
     assert cache.clear() > 0
     assert ReuseCache(tmp_path / "c").get_review("ab" * 32, "cut") == "approved"

@@ -17,6 +17,8 @@ from PIL import Image
 import bgcut_nb  # noqa: F401 - registers df.bgcut
 from bgcut_nb import ReuseCache
 from bgcut_nb.backends.remote import RemoteBackend
+from bgcut_nb.batch.columns import SIGNAL_COLUMNS
+from bgcut_nb.batch.reuse import CacheScope, OutputRecord
 from bgcut_nb.contract.variants import Variant
 from bgcut_nb.engine.signals import (
     DEFAULT_THRESHOLDS,
@@ -33,8 +35,6 @@ from bgcut_nb.engine.signals import (
     tier_gap,
     working_matte,
 )
-from bgcut_nb.notebook.cache import OutputRecord
-from bgcut_nb.notebook.columns import SIGNAL_COLUMNS
 from bgcut_nb.testing.server import ServerThread
 
 H, W = 200, 300
@@ -282,7 +282,7 @@ def test_cached_outputs_from_before_signals_are_assessed_on_the_next_run(tmp_pat
     # what an older version left in the cache: the same records without signals
     for entry in cache.entries():
         if entry["kind"] == "output":
-            key = (entry["image_sha256"], entry["variant"], entry["backend"], "")
+            key = (CacheScope(entry["backend"], ""), entry["image_sha256"], entry["variant"])
             record = cache.get_output(*key)
             cache.put_output(*key, OutputRecord(**{**record.__dict__, "signals": None}))
             assert cache.get_output(*key).signals is None
@@ -291,7 +291,7 @@ def test_cached_outputs_from_before_signals_are_assessed_on_the_next_run(tmp_pat
     pd.testing.assert_frame_equal(signal_frame(again), signal_frame(out))
     for entry in cache.entries():
         if entry["kind"] == "output":
-            key = (entry["image_sha256"], entry["variant"], entry["backend"], "")
+            key = (CacheScope(entry["backend"], ""), entry["image_sha256"], entry["variant"])
             assert cache.get_output(*key).signals["risk"] >= 0
 
 

@@ -15,8 +15,8 @@ from notebook_support import make_photos
 import bgcut_nb  # noqa: F401 - registers the accessors
 from bgcut_nb import RemoteBackend
 from bgcut_nb.backends.remote import RetryPolicy
+from bgcut_nb.batch.concurrency import AdaptiveLimit
 from bgcut_nb.contract.wire import PROCESS_PATH
-from bgcut_nb.notebook.throughput import AdaptiveLimit
 from bgcut_nb.testing.faults import FaultSpec
 from bgcut_nb.testing.server import ServerThread
 from bgcut_nb.testing.simulator import SimulatorSpec

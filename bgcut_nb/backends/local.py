@@ -39,6 +39,7 @@ from ..contract.variants import Variant, parse_variants
 from ..contract.wire import UPLOAD_LIFETIME
 from ..core.atomic import atomic_write_bytes, atomic_write_text
 from ..core.config import resolve_model_dir, resolve_storage_dir
+from ..core.names import safe_filename
 from ..engine.imaging import (
     DEFAULT_MAX_PIXELS,
     DEFAULT_PROCESS_PIXELS,
@@ -52,7 +53,6 @@ __all__ = ["LocalBackend", "safe_filename"]
 log = logging.getLogger(__name__)
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\Z")
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _CHUNK = 1 << 16
 #: Beside each rendering's outputs: the quality measures of the matte it was rendered from.
 SIGNALS_FILE = "signals.json"
@@ -61,12 +61,6 @@ _MIN_WORK_PIXELS = 1_000_000
 #: An autocropped variant is rendered from a crop of the frame; matting the frame at this many
 #: times its ``max_resolution`` gives full-size crops of subjects down to 1/16 of the frame.
 _AUTOCROP_HEADROOM = 16
-
-
-def safe_filename(name: str, fallback: str = "variant") -> str:
-    """A file name made from ``name`` that cannot leave its folder (no separators, no dots)."""
-    cleaned = _UNSAFE.sub("_", name).strip("._")[:80]
-    return cleaned or fallback
 
 
 class LocalBackend(Backend):
@@ -284,7 +278,7 @@ class LocalBackend(Backend):
         rendering = variant.cache_key() if not budget else f"{variant.cache_key()}@{budget}"
         rendering += self._model_tag(variant.quality)
         digest = hashlib.sha256(rendering.encode()).hexdigest()[:16]
-        name = f"{safe_filename(variant.variant_name)}.{variant.extension}"
+        name = f"{safe_filename(variant.variant_name, 'variant')}.{variant.extension}"
         return folder / "outputs" / digest / name
 
     @staticmethod

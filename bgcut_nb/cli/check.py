@@ -30,8 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import bgcut_nb  # noqa: F401 - registers df.bgcut
+    from bgcut_nb.batch.columns import ImageColumnError
     from bgcut_nb.dataset.exports import write_table
-    from bgcut_nb.notebook.columns import ImageColumnError
 
     from .process import IMAGE_COL, _read_table
 

@@ -42,9 +42,9 @@ def _outputs(frame, image_col) -> dict:
 def run(args: argparse.Namespace) -> int:
     import warnings
 
+    from bgcut_nb.batch.columns import ImageColumnError, infer_image_col
     from bgcut_nb.dataset.exports import manifest_frame, write_table
     from bgcut_nb.dataset.table import ExportWarning, export_coco, mask_columns
-    from bgcut_nb.notebook.columns import ImageColumnError, infer_image_col
 
     from .process import _read_table
 

@@ -160,7 +160,7 @@ def _installed(module: str) -> bool:
 def _table_problems(args: argparse.Namespace, output: Path) -> str | None:
     """Why the input cannot be read or the results table cannot be written, before any row
     is processed (and paid for); ``None`` when both are fine."""
-    from bgcut_nb.notebook.batch import check_folder
+    from bgcut_nb.batch.runner import check_folder
 
     suffix = output.suffix.lower()
     if suffix not in TABLE_FORMATS:
@@ -192,11 +192,13 @@ def run(args: argparse.Namespace) -> int:
     import warnings
 
     import bgcut_nb  # noqa: F401 - registers df.bgcut
+    from bgcut_nb.batch.columns import ImageColumnError
+    from bgcut_nb.batch.options import RunOptions
+    from bgcut_nb.batch.runner import BatchError, BatchStoppedWarning
     from bgcut_nb.contract.errors import BgcutError
     from bgcut_nb.contract.variants import parse_variants
     from bgcut_nb.core.config import resolve_api_key
-    from bgcut_nb.notebook.batch import BatchError, BatchStoppedWarning
-    from bgcut_nb.notebook.columns import ImageColumnError
+    from bgcut_nb.notebook.accessor import process_frame
 
     try:
         variants = parse_variants(_read_variants(args.variants))
@@ -221,25 +223,23 @@ def run(args: argparse.Namespace) -> int:
     if args.backend == "remote" and resolve_api_key() is None:
         print("bgcut-nb process: --backend remote needs BGCUT_API_KEY to be set", file=sys.stderr)
         return 2
-    base_dir = args.base_dir or args.input.resolve().parent
-    cache = False if args.no_cache else args.cache_dir
+    options = RunOptions(
+        image_col=args.image_col,
+        out_dir=args.out,
+        backend=args.backend,
+        max_workers=args.workers,
+        errors=args.errors,
+        progress=not args.no_progress,
+        cache=False if args.no_cache else args.cache_dir,
+        base_dir=args.base_dir or args.input.resolve().parent,
+        draft=args.draft,
+        only=args.only,
+    )
     status = 0
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", BatchStoppedWarning)
         try:
-            result = frame.bgcut.process(
-                variants,
-                image_col=args.image_col,
-                out_dir=args.out,
-                backend=args.backend,
-                max_workers=args.workers,
-                errors=args.errors,
-                progress=not args.no_progress,
-                cache=cache,
-                base_dir=base_dir,
-                draft=args.draft,
-                only=args.only,
-            )
+            result = process_frame(frame, variants, options)
         except BatchError as exc:
             print(f"bgcut-nb process: {exc}", file=sys.stderr)
             result, status = getattr(exc, "frame", None), 1
@@ -280,7 +280,7 @@ def interrupted(result, output: Path, *, cached: bool) -> int:
 
 def report(result, output: Path) -> int:
     """Print a run's summary line to stderr; 1 if any row failed or was not attempted."""
-    from bgcut_nb.notebook.batch import plural
+    from bgcut_nb.batch.runner import plural
 
     stats = result.bgcut.stats
     print(

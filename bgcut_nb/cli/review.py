@@ -43,8 +43,8 @@ def _decisions(cache, variant: str | None):
 
 
 def run(args: argparse.Namespace) -> int:
-    from bgcut_nb.notebook.cache import default_cache
-    from bgcut_nb.notebook.columns import ImageColumnError
+    from bgcut_nb.batch.columns import ImageColumnError
+    from bgcut_nb.batch.reuse import default_cache
     from bgcut_nb.notebook.review import REVIEW_COL, reviewed
 
     from .process import IMAGE_COL, PARQUET_HINT, _installed, _is_parquet, _read_table

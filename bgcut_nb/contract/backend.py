@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..core.atomic import atomic_write_bytes
+from ..core.cpus import available_cpus
 from .errors import BadRequestError
 from .formats import MAX_INPUT_PIXELS
 from .pricing import DEFAULT_COSTS, CostTable
@@ -109,7 +110,7 @@ class Backend(abc.ABC):
     def default_workers(self) -> int:
         """Rows a batch runs at once: the CPU count (at most 2) in-process, 8 over HTTP,
         where the work is latency-bound."""
-        return min(2, os.cpu_count() or 1) if self.is_local else 8
+        return min(2, available_cpus()) if self.is_local else 8
 
     def pressure(self) -> dict[str, int]:
         """Running counts of the service pushing back: ``rate_limited`` (429 answers) and

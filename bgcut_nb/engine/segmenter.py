@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..core.cpus import available_cpus
 from .models import ModelSpec
 from .providers import choose_providers
 
@@ -26,11 +27,7 @@ __all__ = ["Segmenter", "default_threads", "shared_segmenter"]
 
 def default_threads() -> int:
     """Intra-op threads: one per available core, at most 4 (more only adds contention)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover - non-Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, 4))
+    return min(available_cpus(), 4)
 
 
 class Segmenter:

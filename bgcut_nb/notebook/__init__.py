@@ -1,4 +1,4 @@
-"""The notebook layer: the batch runner, the reuse cache, ``df.bgcut``/``s.bgcut`` and widgets.
+"""The notebook layer: ``df.bgcut``/``s.bgcut``, ``ddf.bgcut``, previews and the review widget.
 
-Uses the backends through the contract; nothing below imports it.
+Built on :mod:`bgcut_nb.batch` (runner, cache, columns); nothing below imports it.
 """

@@ -15,36 +15,16 @@ embedded local engine; ``"local"`` or ``"remote"`` force one, or pass any
 
 from __future__ import annotations
 
-import atexit
 import os
-import shutil
-import tempfile
-import threading
 import warnings
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
 
-from ..contract.backend import Backend
-from ..contract.formats import image_dimensions, sniff_format
-from ..contract.variants import Variant, parse_variants
-from ..core.config import resolve_api_base, resolve_api_key, resolve_storage_dir
-from .batch import (
-    DEFAULT_OUT_DIR,
-    BatchError,
-    BatchResult,
-    Errors,
-    RowResult,
-    _read_source,
-    _RowError,
-    run_batch,
-    upload_batch,
-)
-from .cache import ReuseCache, default_cache, sha256_bytes
-from .columns import (
+from ..batch.columns import (
     ERROR_COL,
     META_KEY,
     SIGNAL_COLUMNS,
@@ -55,6 +35,30 @@ from .columns import (
     infer_image_col,
     signal_values,
 )
+from ..batch.options import (
+    DEFAULT_OUT_DIR,
+    BackendLike,
+    CacheLike,
+    Errors,
+    Only,
+    RunOptions,
+    local_storage_dir,
+    resolve_backend,
+    resolve_cache,
+)
+from ..batch.reuse import CacheScope, ReuseCache, sha256_bytes
+from ..batch.runner import (
+    BatchError,
+    BatchResult,
+    RowResult,
+    _read_source,
+    _RowError,
+    run_batch,
+    upload_batch,
+)
+from ..contract.backend import Backend
+from ..contract.formats import image_dimensions, sniff_format
+from ..contract.variants import Variant, parse_variants
 
 __all__ = [
     "EstimateWarning",
@@ -62,92 +66,19 @@ __all__ = [
     "BgcutFrameAccessor",
     "BgcutSeriesAccessor",
     "local_storage_dir",
+    "process_frame",
     "resolve_backend",
     "resolve_cache",
     "UNIQUE_FILENAME_COL",
     "ERROR_COL",
 ]
 
-BackendLike = Backend | str | None
-CacheLike = ReuseCache | str | os.PathLike[str] | bool | None
-#: ``process(..., only="approved")``: which rows to process (``None``: all).
-Only = Literal["approved"] | None
-
 #: Rows an estimate lists by name when it warns about rows that will fail (the rest are counted).
 _LISTED_ROWS = 5
-
-_backends: dict[tuple, Backend] = {}
-_backends_lock = threading.Lock()
 
 
 class EstimateWarning(UserWarning):
     """``estimate_credits`` counted rows as free because they will fail before any charge."""
-
-
-def local_storage_dir(cache: CacheLike = None) -> Path:
-    """Where the local engine that :func:`resolve_backend` makes for this ``cache`` setting
-    keeps its uploads, mattes and outputs: ``local-engine/`` inside the cache folder
-    (``cache=<dir>``, a :class:`ReuseCache`'s directory, else ``BGCUT_CACHE_DIR``); with
-    ``cache=False``, a temporary folder of this process, removed when it exits."""
-    if cache is False:
-        return _scratch_dir()
-    if isinstance(cache, ReuseCache):
-        cache = cache.directory
-    return resolve_storage_dir(cache_dir=None if cache in (None, True) else cache).resolve()
-
-
-_scratch: list[Path] = []
-
-
-def _scratch_dir() -> Path:
-    with _backends_lock:
-        if not _scratch:
-            path = Path(tempfile.mkdtemp(prefix="bgcut-local-engine-"))
-            atexit.register(shutil.rmtree, path, True)
-            _scratch.append(path)
-        return _scratch[0]
-
-
-def resolve_backend(backend: BackendLike = None, *, cache: CacheLike = None) -> Backend:
-    """A :class:`Backend` for ``backend``: itself, ``"local"``, ``"remote"`` or ``None`` (auto).
-
-    Auto means the HTTP API when an API key is configured, else the local engine, whose storage
-    follows ``cache`` (:func:`local_storage_dir`). Backends made here are shared per
-    configuration, so uploads and loaded models survive between calls.
-    """
-    if isinstance(backend, Backend):
-        return backend
-    if backend not in (None, "auto", "local", "remote"):
-        raise ValueError("backend must be a Backend, 'local', 'remote', 'auto' or None")
-    key = resolve_api_key()
-    kind = backend if backend in ("local", "remote") else ("remote" if key else "local")
-    storage = local_storage_dir(cache) if kind == "local" else None
-    with _backends_lock:
-        if kind == "remote":
-            if key is None:
-                raise ValueError("backend='remote' needs an API key: set BGCUT_API_KEY")
-            memo = ("remote", resolve_api_base(), key.fingerprint)
-            if memo not in _backends:
-                from ..backends.remote import RemoteBackend
-
-                _backends[memo] = RemoteBackend(api_key=key, api_base=memo[1])
-        else:
-            memo = ("local", str(storage))
-            if memo not in _backends:
-                from ..backends.local import LocalBackend
-
-                _backends[memo] = LocalBackend(memo[1])
-        return _backends[memo]
-
-
-def resolve_cache(cache: CacheLike = None) -> ReuseCache | None:
-    """``None``/``True``: the shared cache in ``BGCUT_CACHE_DIR``; a path: that directory;
-    ``False``: no cache (every run uploads and processes again)."""
-    if cache is False:
-        return None
-    if isinstance(cache, ReuseCache):
-        return cache
-    return default_cache(None if cache in (None, True) else cache)
 
 
 def _frame_from_result(
@@ -285,25 +216,18 @@ def _with_canvas(out: pd.DataFrame, spec: Any, out_dir: Path) -> pd.DataFrame:
 
 
 class _Common:
-    def _items(self, column: pd.Series) -> list[tuple[Hashable, object]]:
-        return list(zip(column.index, column.tolist(), strict=True))
-
     @staticmethod
     def _estimate(
         column: pd.Series,
         variants: Iterable[Variant | Mapping[str, Any]],
-        *,
-        backend: BackendLike,
-        cache: CacheLike,
-        base_dir: str | os.PathLike[str] | None,
+        options: RunOptions,
     ) -> float:
         from ..dataset.table import split_preset
 
         parsed = parse_variants(split_preset(variants, None)[1])  # a Preset: its cut-out
-        engine = resolve_backend(backend, cache=cache)
-        store = resolve_cache(cache)
-        identity, fingerprint = engine.identity, engine.key_fingerprint
-        base = Path(base_dir).expanduser() if base_dir is not None else None
+        options = options.resolve()
+        engine, store, base = options.engine, options.store, options.base_dir
+        scope = CacheScope.of(engine)
         total = 0.0
         free: list[str] = []
         for label, value in column.items():
@@ -327,13 +251,12 @@ class _Common:
                 v
                 for v in parsed
                 if store is None
-                or store.get_output(image_sha, v.cache_key(), identity, fingerprint, count=False)
-                is None
+                or store.get_output(scope, image_sha, v.cache_key(), count=False) is None
             ]
             if not pending:
                 continue
             total += engine.costs.process_cost(pending)
-            if store is None or not store.peek_upload(identity, fingerprint, image_sha):
+            if store is None or not store.peek_upload(scope, image_sha):
                 total += engine.costs.upload
         if free:
             listed = "; ".join(free[:_LISTED_ROWS])
@@ -345,6 +268,47 @@ class _Common:
                 stacklevel=3,
             )
         return total
+
+
+def process_frame(
+    frame: pd.DataFrame,
+    variants: Iterable[Variant | Mapping[str, Any]] | Variant | Mapping[str, Any] | None,
+    options: RunOptions,
+) -> pd.DataFrame:
+    """``df.bgcut.process`` with its options in one :class:`RunOptions` (the pandas accessor,
+    each Dask partition and ``bgcut-nb process`` come through here)."""
+    from ..dataset.table import split_preset
+    from .review import draft_dir, draft_variants
+
+    options.check()
+    spec, variants = split_preset(variants, options.preset)
+    col = _image_col(frame, options.image_col)
+    if options.draft:
+        variants = draft_variants(variants)
+        options = replace(
+            options,
+            backend=_draft_backend(options.backend, options.cache),
+            out_dir=draft_dir(options.out_dir),
+        )
+    options = options.resolve()
+    target, base, store = options.out_dir, options.base_dir, options.store
+    kwargs = dict(image_col=col, out_dir=target, base_dir=base, backend=options.engine)
+    items = _items(frame[col]) if col is not None else []
+    selection = _select(
+        frame, col, items, variants, options.only, options.review_variant, base, store
+    )
+    try:
+        result = run_batch(selection.items if selection else items, variants, options)
+    except (BatchError, KeyboardInterrupt) as exc:  # Ctrl-C: the rows so far, too
+        if getattr(exc, "result", None) is not None:
+            exc.frame = _finish(frame, exc.result, selection, options.draft, kwargs)
+        raise
+    out = _finish(frame, result, selection, options.draft, kwargs)
+    return out if spec is None else _with_canvas(out, spec, target)
+
+
+def _items(column: pd.Series) -> list[tuple[Hashable, object]]:
+    return list(zip(column.index, column.tolist(), strict=True))
 
 
 @pd.api.extensions.register_dataframe_accessor("bgcut")
@@ -379,7 +343,7 @@ class BgcutFrameAccessor(_Common):
         already rendered (same image bytes, same variant settings, same backend) are reused
         from ``cache`` without any request; uploads are reused for new variants.
         ``errors="raise"`` stops at the first bad row with
-        :class:`~bgcut_nb.notebook.batch.BatchError` (its ``.frame`` holds the finished rows);
+        :class:`~bgcut_nb.batch.runner.BatchError` (its ``.frame`` holds the finished rows);
         Ctrl-C raises ``KeyboardInterrupt`` with the same ``.frame`` (the rows so far). An
         ``out_dir`` that is a file is refused before any row is processed.
 
@@ -394,42 +358,21 @@ class BgcutFrameAccessor(_Common):
         preset's cut-out variant and puts each cut-out on its square white canvas, client-side,
         in ``out_dir/<preset>/``: column ``<preset>_path`` (see :mod:`bgcut_nb.dataset`).
         """
-        from ..dataset.table import split_preset
-        from .review import draft_dir, draft_variants
-
-        spec, variants = split_preset(variants, preset)
-
-        frame = self._frame
-        col = _image_col(frame, image_col)
-        if draft:
-            engine, variants = _draft_backend(backend, cache), draft_variants(variants)
-            target = draft_dir(out_dir)
-        else:
-            engine = resolve_backend(backend, cache=cache)
-            target = Path(out_dir).expanduser().resolve()
-        store = resolve_cache(cache)
-        base = Path(base_dir).expanduser().resolve() if base_dir is not None else None
-        kwargs = dict(image_col=col, out_dir=target, base_dir=base, backend=engine)
-        items = self._items(frame[col]) if col is not None else []
-        selection = _select(frame, col, items, variants, only, review_variant, base, store)
-        try:
-            result = run_batch(
-                selection.items if selection else items,
-                variants,
-                backend=engine,
-                out_dir=target,
-                cache=store,
-                base_dir=base,
-                max_workers=max_workers,
-                errors=errors,
-                progress=progress,
-            )
-        except (BatchError, KeyboardInterrupt) as exc:  # Ctrl-C: the rows so far, too
-            if getattr(exc, "result", None) is not None:
-                exc.frame = _finish(frame, exc.result, selection, draft, kwargs)
-            raise
-        out = _finish(frame, result, selection, draft, kwargs)
-        return out if spec is None else _with_canvas(out, spec, target)
+        options = RunOptions(
+            image_col=image_col,
+            out_dir=out_dir,
+            backend=backend,
+            max_workers=max_workers,
+            errors=errors,
+            progress=progress,
+            cache=cache,
+            base_dir=base_dir,
+            draft=draft,
+            only=only,
+            review_variant=review_variant,
+            preset=preset,
+        )
+        return process_frame(self._frame, variants, options)
 
     def estimate_credits(
         self,
@@ -448,24 +391,31 @@ class BgcutFrameAccessor(_Common):
 
         With ``only="approved"`` (as in ``process``), a dict: ``approved`` (credits for the
         approved rows), ``all`` (for the whole table), ``approved_rows`` and ``rows``."""
+        options = RunOptions(
+            image_col=image_col,
+            backend=backend,
+            cache=cache,
+            base_dir=base_dir,
+            only=only,
+            review_variant=review_variant,
+        ).check()
         frame = self._frame
         col = _image_col(frame, image_col)
         column = frame[col] if col is not None else pd.Series([], dtype=object)
-        options = dict(backend=backend, cache=cache, base_dir=base_dir)
-        whole = self._estimate(column, variants, **options)
+        options = options.resolve()
+        whole = self._estimate(column, variants, options)
         if only is None or col is None:
             return (
                 whole
                 if only is None
                 else {"approved": whole, "all": whole, "approved_rows": 0, "rows": 0}
             )
-        base = Path(base_dir).expanduser().resolve() if base_dir is not None else None
-        items = self._items(frame[col])
-        store = resolve_cache(cache)
+        items = _items(frame[col])
+        base, store = options.base_dir, options.store
         selection = _select(frame, col, items, variants, only, review_variant, base, store)
         with warnings.catch_warnings():  # the whole table's estimate has named them already
             warnings.simplefilter("ignore", EstimateWarning)
-            subset = self._estimate(frame[col].iloc[selection.keep], variants, **options)
+            subset = self._estimate(frame[col].iloc[selection.keep], variants, options)
         return {
             "approved": subset,
             "all": whole,
@@ -646,16 +596,16 @@ class BgcutSeriesAccessor(_Common):
         """Upload every image once; a Series of ``unique_filename`` (``None`` where the row
         failed; the causes, row by row, are in ``.attrs["bgcut_errors"]``). Remembered uploads
         are reused."""
-        engine = resolve_backend(backend, cache=cache)
-        result = upload_batch(
-            self._items(self._series),
-            backend=engine,
-            cache=resolve_cache(cache),
-            base_dir=Path(base_dir).expanduser().resolve() if base_dir is not None else None,
+        options = RunOptions(
+            backend=backend,
             max_workers=max_workers,
             errors=errors,
             progress=progress,
-        )
+            cache=cache,
+            base_dir=base_dir,
+        ).resolve()
+        engine = options.engine
+        result = upload_batch(_items(self._series), options)
         out = pd.Series(
             [r.unique_filename or None for r in result.rows],
             index=self._series.index,
@@ -675,6 +625,5 @@ class BgcutSeriesAccessor(_Common):
     ) -> float:
         """Credits ``process`` would spend on this Series (cached rows are free, rows that will
         fail cost nothing and are named in an :class:`EstimateWarning`)."""
-        return self._estimate(
-            self._series, variants, backend=backend, cache=cache, base_dir=base_dir
-        )
+        options = RunOptions(backend=backend, cache=cache, base_dir=base_dir)
+        return self._estimate(self._series, variants, options.resolve())

@@ -43,9 +43,9 @@ from typing import Any
 import ipywidgets as widgets
 import pandas as pd
 
+from ..batch.columns import META_KEY, check_image_col, frame_meta, infer_image_col
+from ..batch.reuse import ReuseCache, sha256_bytes, sha256_file
 from ..contract.variants import Variant, parse_variants
-from .cache import ReuseCache, sha256_bytes, sha256_file
-from .columns import META_KEY, check_image_col, frame_meta, infer_image_col
 from .widgets import (
     _base_dir,
     _card,

@@ -25,9 +25,9 @@ import ipywidgets as widgets
 import pandas as pd
 from PIL import Image
 
+from ..batch.columns import ERROR_COL, infer_image_col
 from ..contract.errors import ImageTooLarge
 from ..contract.formats import MAX_INPUT_PIXELS, image_dimensions
-from .columns import ERROR_COL, infer_image_col
 
 __all__ = [
     "preview",

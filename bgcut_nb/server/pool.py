@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import math
-import os
 import threading
 import time
 from collections import deque
@@ -19,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from ..contract.errors import ServerBusyError
+from ..core.cpus import available_cpus
 
 __all__ = ["EnginePool", "ServerBusyError", "default_workers"]
 
@@ -27,10 +27,7 @@ T = TypeVar("T")
 
 def default_workers() -> int:
     """One engine worker per available core."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
+    return available_cpus()
 
 
 class EnginePool:

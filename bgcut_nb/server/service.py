@@ -33,7 +33,6 @@ from pathlib import PurePosixPath
 from urllib.parse import quote, urlparse
 from urllib.request import url2pathname
 
-from ..backends.local import safe_filename
 from ..contract.backend import Backend
 from ..contract.errors import (
     AuthenticationError,
@@ -46,6 +45,7 @@ from ..contract.errors import (
 from ..contract.pricing import DEFAULT_COSTS, CostTable
 from ..contract.variants import Variant
 from ..contract.wire import UPLOAD_LIFETIME
+from ..core.names import safe_filename
 from .keys import key_hash, legacy_key_hash, load_key_secret, normalise_keys
 from .ledger import Ledger, QuotaExceeded
 from .pool import EnginePool

@@ -47,6 +47,7 @@ from ..contract.wire import UPLOAD_LIFETIME, UPLOAD_REUSE_TTL
 from ..core.config import resolve_cache_dir
 
 __all__ = [
+    "CacheScope",
     "ReuseCache",
     "OutputRecord",
     "DEFAULT_SIZE_LIMIT",
@@ -68,6 +69,10 @@ _PAID = "paid"
 _PENDING = "pending"
 _FILE = "file-sha256"
 _REVIEW = "review"
+#: Every kind of entry in the main store (each entry is tagged with its kind).
+_KINDS = (_UPLOAD, _OUTPUT, _PAID, _PENDING, _FILE)
+#: Set once every entry of the folder carries its kind as its tag.
+_TAGGED = ("meta", "tagged-by-kind")
 #: The decisions a review records; ``""`` means undecided (or skipped).
 REVIEW_DECISIONS = ("approved", "rejected", "")
 _CHUNK = 1 << 20
@@ -85,6 +90,20 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         while chunk := fh.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class CacheScope:
+    """Whose entries: a backend's ``identity`` and the ``key_fingerprint`` of its API key (a
+    one-way hash, never the key). Every upload and output entry is kept per scope."""
+
+    identity: str
+    key_fingerprint: str = ""
+
+    @classmethod
+    def of(cls, backend: Any) -> CacheScope:
+        """The scope of a :class:`~bgcut_nb.contract.backend.Backend`."""
+        return cls(backend.identity, backend.key_fingerprint)
 
 
 @dataclass(frozen=True)
@@ -128,13 +147,32 @@ class ReuseCache:
             raise ValueError("upload_ttl must be positive and shorter than the 2-hour upload life")
         self.directory = resolve_cache_dir(directory)
         self.upload_ttl = float(upload_ttl)
-        self._cache = diskcache.Cache(str(self.directory), size_limit=int(size_limit))
+        self._cache = diskcache.Cache(
+            str(self.directory), size_limit=int(size_limit), tag_index=True
+        )
         self._lock = threading.Lock()
+        self._tag_older_entries()
         self._review_store: diskcache.Cache | None = None
         self.counters: Counter[str] = Counter()
 
     def __repr__(self) -> str:
         return f"ReuseCache({str(self.directory)!r})"
+
+    def _tag_older_entries(self) -> None:
+        """Entries written before entries were tagged by kind get their tag (once per folder),
+        so that :meth:`clear` finds them by tag; their values and expiry stay as they were."""
+        if self._cache.get(_TAGGED):
+            return
+        now = time.time()
+        for key in list(self._cache.iterkeys()):
+            if not (isinstance(key, tuple) and key and key[0] in _KINDS):
+                continue
+            value, expire_time, tag = self._cache.get(key, expire_time=True, tag=True)
+            if value is None or tag == key[0]:
+                continue
+            expire = None if expire_time is None else max(expire_time - now, 1e-3)
+            self._cache.set(key, value, expire=expire, tag=key[0])
+        self._cache.set(_TAGGED, True)
 
     def _count(self, name: str) -> None:
         with self._lock:
@@ -142,53 +180,43 @@ class ReuseCache:
 
     # -- uploads -------------------------------------------------------------------------------
     @staticmethod
-    def _upload_key(identity: str, key_fingerprint: str, image_sha256: str) -> tuple:
-        return (_UPLOAD, identity, key_fingerprint, image_sha256)
+    def _upload_key(scope: CacheScope, image_sha256: str) -> tuple:
+        return (_UPLOAD, scope.identity, scope.key_fingerprint, image_sha256)
 
-    def get_upload(self, identity: str, key_fingerprint: str, image_sha256: str) -> str | None:
+    def get_upload(self, scope: CacheScope, image_sha256: str) -> str | None:
         """The remembered ``unique_filename`` of these image bytes on this backend, if fresh."""
-        value = self._cache.get(self._upload_key(identity, key_fingerprint, image_sha256))
+        value = self._cache.get(self._upload_key(scope, image_sha256))
         self._count("upload_hits" if value is not None else "upload_misses")
         return value
 
-    def peek_upload(self, identity: str, key_fingerprint: str, image_sha256: str) -> bool:
+    def peek_upload(self, scope: CacheScope, image_sha256: str) -> bool:
         """Whether a fresh upload is remembered (not counted as a lookup)."""
-        return self._upload_key(identity, key_fingerprint, image_sha256) in self._cache
+        return self._upload_key(scope, image_sha256) in self._cache
 
-    def put_upload(
-        self, identity: str, key_fingerprint: str, image_sha256: str, unique_filename: str
-    ) -> None:
+    def put_upload(self, scope: CacheScope, image_sha256: str, unique_filename: str) -> None:
         """Remember an upload for ``upload_ttl`` seconds."""
-        key = self._upload_key(identity, key_fingerprint, image_sha256)
-        self._cache.set(key, str(unique_filename), expire=self.upload_ttl)
+        key = self._upload_key(scope, image_sha256)
+        self._cache.set(key, str(unique_filename), expire=self.upload_ttl, tag=_UPLOAD)
 
-    def evict_upload(self, identity: str, key_fingerprint: str, image_sha256: str) -> None:
+    def evict_upload(self, scope: CacheScope, image_sha256: str) -> None:
         """Forget an upload the backend no longer knows (it answered 404)."""
-        self._cache.delete(self._upload_key(identity, key_fingerprint, image_sha256))
+        self._cache.delete(self._upload_key(scope, image_sha256))
         self._count("upload_evictions")
 
     # -- outputs -------------------------------------------------------------------------------
     @staticmethod
-    def _output_key(
-        image_sha256: str, variant_key: str, identity: str, key_fingerprint: str
-    ) -> tuple:
-        return (_OUTPUT, image_sha256, variant_key, identity, key_fingerprint)
+    def _output_key(scope: CacheScope, image_sha256: str, variant_key: str) -> tuple:
+        return (_OUTPUT, image_sha256, variant_key, scope.identity, scope.key_fingerprint)
 
     def get_output(
-        self,
-        image_sha256: str,
-        variant_key: str,
-        identity: str,
-        key_fingerprint: str,
-        *,
-        count: bool = True,
+        self, scope: CacheScope, image_sha256: str, variant_key: str, *, count: bool = True
     ) -> OutputRecord | None:
         """The remembered output of this image and variant if its file is still intact.
 
         An entry whose file is gone or changed is dropped. ``count=False`` leaves
         :attr:`counters` alone (for estimates).
         """
-        key = self._output_key(image_sha256, variant_key, identity, key_fingerprint)
+        key = self._output_key(scope, image_sha256, variant_key)
         value = self._cache.get(key)
         record = OutputRecord(**value) if value is not None else None
         if record is not None and not record.is_intact():
@@ -201,93 +229,81 @@ class ReuseCache:
         return record
 
     def put_output(
-        self,
-        image_sha256: str,
-        variant_key: str,
-        identity: str,
-        key_fingerprint: str,
-        record: OutputRecord,
+        self, scope: CacheScope, image_sha256: str, variant_key: str, record: OutputRecord
     ) -> None:
         """Remember a finished output (kept until evicted by size or cleared)."""
-        key = self._output_key(image_sha256, variant_key, identity, key_fingerprint)
-        self._cache.set(key, asdict(record))
+        key = self._output_key(scope, image_sha256, variant_key)
+        self._cache.set(key, asdict(record), tag=_OUTPUT)
 
     # -- paid outputs not downloaded yet ---------------------------------------------------------
     @staticmethod
-    def _paid_key(image_sha256: str, variant_key: str, identity: str, key_fingerprint: str):
-        return (_PAID, image_sha256, variant_key, identity, key_fingerprint)
+    def _paid_key(scope: CacheScope, image_sha256: str, variant_key: str) -> tuple:
+        return (_PAID, image_sha256, variant_key, scope.identity, scope.key_fingerprint)
 
     def put_paid_output(
         self,
+        scope: CacheScope,
         image_sha256: str,
         variant_key: str,
-        identity: str,
-        key_fingerprint: str,
         *,
         url: str,
         unique_filename: str,
         ttl: float = OUTPUT_URL_REUSE_TTL,
     ) -> None:
         """Remember an output URL that ``process-image`` answered, before downloading it."""
-        key = self._paid_key(image_sha256, variant_key, identity, key_fingerprint)
-        self._cache.set(key, {"url": url, "unique_filename": unique_filename}, expire=ttl)
+        key = self._paid_key(scope, image_sha256, variant_key)
+        value = {"url": url, "unique_filename": unique_filename}
+        self._cache.set(key, value, expire=ttl, tag=_PAID)
 
     def get_paid_output(
-        self, image_sha256: str, variant_key: str, identity: str, key_fingerprint: str
+        self, scope: CacheScope, image_sha256: str, variant_key: str
     ) -> tuple[str, str] | None:
         """``(url, unique_filename)`` of a paid output not downloaded yet, if remembered."""
-        value = self._cache.get(
-            self._paid_key(image_sha256, variant_key, identity, key_fingerprint)
-        )
+        value = self._cache.get(self._paid_key(scope, image_sha256, variant_key))
         if not isinstance(value, dict):
             return None
         self._count("paid_output_hits")
         return str(value["url"]), str(value.get("unique_filename", ""))
 
-    def forget_paid_output(
-        self, image_sha256: str, variant_key: str, identity: str, key_fingerprint: str
-    ) -> None:
+    def forget_paid_output(self, scope: CacheScope, image_sha256: str, variant_key: str) -> None:
         """Drop a remembered URL (downloaded, or the service no longer serves it)."""
-        self._cache.delete(self._paid_key(image_sha256, variant_key, identity, key_fingerprint))
+        self._cache.delete(self._paid_key(scope, image_sha256, variant_key))
 
     # -- process calls sent, answer not recorded yet ---------------------------------------------
     @staticmethod
-    def _pending_key(image_sha256: str, variants_key: str, identity: str, key_fingerprint: str):
-        return (_PENDING, image_sha256, variants_key, identity, key_fingerprint)
+    def _pending_key(scope: CacheScope, image_sha256: str, variants_key: str) -> tuple:
+        return (_PENDING, image_sha256, variants_key, scope.identity, scope.key_fingerprint)
 
     def put_pending_process(
         self,
+        scope: CacheScope,
         image_sha256: str,
         variants_key: str,
-        identity: str,
-        key_fingerprint: str,
         *,
         unique_filename: str,
         idempotency_key: str,
     ) -> None:
         """Remember a ``process-image`` call about to be sent (``variants_key``: the canonical
         text of the variant set asked for, in order)."""
-        key = self._pending_key(image_sha256, variants_key, identity, key_fingerprint)
+        key = self._pending_key(scope, image_sha256, variants_key)
         value = {"unique_filename": unique_filename, "idempotency_key": idempotency_key}
-        self._cache.set(key, value, expire=UPLOAD_LIFETIME)
+        self._cache.set(key, value, expire=UPLOAD_LIFETIME, tag=_PENDING)
 
     def get_pending_process(
-        self, image_sha256: str, variants_key: str, identity: str, key_fingerprint: str
+        self, scope: CacheScope, image_sha256: str, variants_key: str
     ) -> tuple[str, str] | None:
         """``(unique_filename, idempotency_key)`` of a call whose answer was never recorded."""
-        value = self._cache.get(
-            self._pending_key(image_sha256, variants_key, identity, key_fingerprint)
-        )
+        value = self._cache.get(self._pending_key(scope, image_sha256, variants_key))
         if not isinstance(value, dict):
             return None
         self._count("pending_process_hits")
         return str(value["unique_filename"]), str(value["idempotency_key"])
 
     def forget_pending_process(
-        self, image_sha256: str, variants_key: str, identity: str, key_fingerprint: str
+        self, scope: CacheScope, image_sha256: str, variants_key: str
     ) -> None:
         """Drop a pending call (its answer is recorded, or its upload is gone)."""
-        self._cache.delete(self._pending_key(image_sha256, variants_key, identity, key_fingerprint))
+        self._cache.delete(self._pending_key(scope, image_sha256, variants_key))
 
     # -- file hashes -------------------------------------------------------------------------
     def file_sha256(self, path: str | os.PathLike[str]) -> str:
@@ -303,7 +319,7 @@ class ReuseCache:
         digest = self._cache.get(key)
         if digest is None:
             digest = sha256_file(resolved)
-            self._cache.set(key, digest)
+            self._cache.set(key, digest, tag=_FILE)
         return str(digest)
 
     # -- review decisions ------------------------------------------------------------------------
@@ -445,19 +461,19 @@ class ReuseCache:
         """Forget every entry, or only ``"upload"`` or ``"output"`` entries; returns the count.
 
         Output files themselves are left where they are. Review decisions are kept unless
-        ``kind="review"`` (which forgets them all).
+        ``kind="review"`` (which forgets them all). Entries are tagged by kind, so clearing one
+        kind is one query (entries of older versions were tagged when the cache was opened).
         """
         if kind == _REVIEW:
             return int(self._reviews.clear())
         if kind is None:
-            return int(self._cache.clear())
+            marked = _TAGGED in self._cache
+            removed = int(self._cache.clear()) - marked  # the marker is no entry
+            self._cache.set(_TAGGED, True)
+            return removed
         if kind not in (_UPLOAD, _OUTPUT):
             raise ValueError("kind must be 'upload', 'output', 'review' or None")
-        removed = 0
-        for key in list(self._cache.iterkeys()):
-            if isinstance(key, tuple) and key and key[0] == kind:
-                removed += bool(self._cache.delete(key))
-        return removed
+        return int(self._cache.evict(kind))
 
     def close(self) -> None:
         """Close the database handles (the cache reopens them on next use)."""

@@ -1,7 +1,7 @@
 """The batch runner behind ``df.bgcut.process``: many rows, a bounded pool, nothing done twice.
 
 For each row it reads the image, hashes it, serves every variant whose output is already on disk
-from the :class:`~bgcut_nb.notebook.cache.ReuseCache`, and sends one processing call with all
+from the :class:`~bgcut_nb.batch.reuse.ReuseCache`, and sends one processing call with all
 the rest, re-using a remembered upload when there is one. A bad row gets its error and the batch
 carries on; 401, 402 and a missing model stop it early, keeping every finished row; Ctrl-C cancels
 what has not started, lets running rows finish into the cache, and a re-run resumes from there.
@@ -13,7 +13,6 @@ import json
 import logging
 import math
 import os
-import re
 import shutil
 import threading
 import time
@@ -37,8 +36,10 @@ from ..contract.errors import (
 from ..contract.variants import Variant, parse_variants
 from ..contract.wire import process_idempotency_key
 from ..core.atomic import atomic_writer
-from .cache import OutputRecord, ReuseCache, sha256_bytes, sha256_file
-from .throughput import GatedBackend, plan
+from ..core.names import safe_filename
+from .concurrency import GatedBackend, plan
+from .options import DEFAULT_OUT_DIR, Errors, RunOptions
+from .reuse import CacheScope, OutputRecord, ReuseCache, sha256_bytes, sha256_file
 
 __all__ = [
     "BatchError",
@@ -53,12 +54,10 @@ __all__ = [
     "check_folder",
     "plural",
     "DEFAULT_OUT_DIR",
+    "RunOptions",
 ]
 
 log = logging.getLogger(__name__)
-
-#: Where outputs go when no ``out_dir`` is given (relative to the current directory).
-DEFAULT_OUT_DIR = "bgcut-output"
 
 #: Attempts per output download (the backend retries within each; this covers a download that
 #: broke off mid-stream or ran out of the backend's retries).
@@ -66,8 +65,6 @@ DOWNLOAD_ATTEMPTS = 3
 
 #: Errors that no other row can escape either: stop instead of failing every row the same way.
 FATAL_ERRORS = (AuthenticationError, InsufficientCreditsError, ModelUnavailableError)
-
-Errors = Literal["coerce", "raise"]
 
 
 def plural(count: int, singular: str, many: str | None = None) -> str:
@@ -131,10 +128,6 @@ class BatchResult:
 
 
 # -- names and paths ---------------------------------------------------------------------------
-_UNSAFE = re.compile(r"[^\w.\-]+", re.UNICODE)
-_MAX_NAME = 80
-
-
 def safe_dirname(name: str) -> str:
     """A file-system-safe directory name for a ``variant_name`` that cannot leave its parent.
 
@@ -143,16 +136,11 @@ def safe_dirname(name: str) -> str:
     so that two different names never share a directory (``"a/b"`` and ``"a_b"``).
     """
     text = unicodedata.normalize("NFC", str(name))
-    cleaned = _UNSAFE.sub("_", text).lstrip(".").strip()[:_MAX_NAME]
+    cleaned = safe_filename(text, "")
     if cleaned == text and cleaned:
         return cleaned
     suffix = sha256_bytes(text.encode("utf-8", "surrogatepass"))[:8]
     return f"{cleaned}-{suffix}" if cleaned.strip("_") else f"variant-{suffix}"
-
-
-def _safe_stem(stem: str) -> str:
-    cleaned = _UNSAFE.sub("_", unicodedata.normalize("NFC", stem)).lstrip(".")[:_MAX_NAME]
-    return cleaned or "image"
 
 
 def output_path(
@@ -161,7 +149,8 @@ def output_path(
     """``out_dir/<variant>/<stem>-<hash>.<ext>``; the hash covers the image and the rendering."""
     root = Path(out_dir).resolve()
     digest = sha256_bytes(f"{image_sha256}\n{variant.cache_key()}".encode())[:12]
-    dest = root / safe_dirname(variant.variant_name) / f"{_safe_stem(stem)}-{digest}"
+    stem = safe_filename(stem, "image")
+    dest = root / safe_dirname(variant.variant_name) / f"{stem}-{digest}"
     dest = dest.with_name(f"{dest.name}.{variant.extension}")
     if not dest.resolve().is_relative_to(root):  # belt and braces; safe_dirname prevents it
         raise ValueError(f"output path for variant {variant.variant_name!r} leaves out_dir")
@@ -244,22 +233,13 @@ def _copy_intact(record: OutputRecord, dest: Path) -> OutputRecord:
 
 
 class _Runner:
-    def __init__(
-        self,
-        variants: list[Variant],
-        *,
-        backend: Backend,
-        out_dir: Path,
-        cache: ReuseCache | None,
-        base_dir: Path | None,
-    ) -> None:
+    def __init__(self, variants: list[Variant], options: RunOptions, *, out_dir: Path) -> None:
         self.variants = variants
-        self.backend = backend
+        self.backend: Backend = options.engine
         self.out_dir = out_dir
-        self.cache = cache
-        self.base_dir = base_dir
-        self.identity = backend.identity
-        self.fingerprint = backend.key_fingerprint
+        self.cache: ReuseCache | None = options.store
+        self.base_dir: Path | None = options.base_dir
+        self.scope = CacheScope.of(self.backend)
         self.stop = threading.Event()
         self.stats = BatchStats()
         self._lock = threading.Lock()
@@ -273,7 +253,7 @@ class _Runner:
     def _upload(self, data: bytes, image_sha: str, filename: str) -> tuple[str, bool]:
         """``(unique_filename, reused)``: a remembered upload, else a fresh one."""
         if self.cache is not None:
-            remembered = self.cache.get_upload(self.identity, self.fingerprint, image_sha)
+            remembered = self.cache.get_upload(self.scope, image_sha)
             if remembered:
                 self._add(uploads_reused=1)
                 return remembered, True
@@ -282,9 +262,7 @@ class _Runner:
         result = self.backend.upload_image(_named(data, filename))
         self._add(uploads=1)
         if self.cache is not None:
-            self.cache.put_upload(
-                self.identity, self.fingerprint, image_sha, result.unique_filename
-            )
+            self.cache.put_upload(self.scope, image_sha, result.unique_filename)
         return result.unique_filename, False
 
     def _image_lock(self, image_sha: str) -> threading.Lock:
@@ -307,9 +285,7 @@ class _Runner:
             dest = output_path(self.out_dir, variant, stem, image_sha)
             record = None
             if self.cache is not None:
-                record = self.cache.get_output(
-                    image_sha, variant.cache_key(), self.identity, self.fingerprint
-                )
+                record = self.cache.get_output(self.scope, image_sha, variant.cache_key())
             if record is None:
                 pending.append((variant, dest))
                 continue
@@ -317,9 +293,7 @@ class _Runner:
             if placed.signals is None:  # cached before signals were kept: assess it now
                 placed = replace(placed, signals=self._signals(placed.url, dest, variant))
             if placed is not record:
-                self.cache.put_output(
-                    image_sha, variant.cache_key(), self.identity, self.fingerprint, placed
-                )
+                self.cache.put_output(self.scope, image_sha, variant.cache_key(), placed)
             row.paths[variant.variant_name] = placed.path
             row.urls[variant.variant_name] = placed.url
             row.unique_filename = row.unique_filename or placed.unique_filename
@@ -332,15 +306,14 @@ class _Runner:
         if not pending:
             return self._finish_row(row)
 
-        filename = f"{_safe_stem(stem)}{Path(source).suffix if stem != 'image' else ''}"
+        suffix = Path(source).suffix if stem != "image" else ""
+        filename = f"{safe_filename(stem, 'image')}{suffix}"
         wanted = [variant for variant, _ in pending]
         asked = _variants_key(wanted)
         # A call sent earlier whose answer was never recorded: the same upload and key again.
         remembered = None
         if self.cache is not None:
-            remembered = self.cache.get_pending_process(
-                image_sha, asked, self.identity, self.fingerprint
-            )
+            remembered = self.cache.get_pending_process(self.scope, image_sha, asked)
         key = None
         if remembered is not None:
             (unique_filename, key), reused = remembered, True
@@ -354,8 +327,8 @@ class _Runner:
             if not reused:
                 raise
             # The service forgot the upload before we did: forget it too and upload once more.
-            self.cache.evict_upload(self.identity, self.fingerprint, image_sha)
-            self.cache.forget_pending_process(image_sha, asked, self.identity, self.fingerprint)
+            self.cache.evict_upload(self.scope, image_sha)
+            self.cache.forget_pending_process(self.scope, image_sha, asked)
             unique_filename, _ = self._upload(data, image_sha, filename)
             self._add(reuploads=1)
             result = self._process(unique_filename, wanted, image_sha, asked)
@@ -367,14 +340,13 @@ class _Runner:
         if self.cache is not None:  # paid for: remember every URL before any download
             for variant, _ in pending:
                 self.cache.put_paid_output(
+                    self.scope,
                     image_sha,
                     variant.cache_key(),
-                    self.identity,
-                    self.fingerprint,
                     url=result.output_urls[variant.variant_name],
                     unique_filename=row.unique_filename,
                 )
-            self.cache.forget_pending_process(image_sha, asked, self.identity, self.fingerprint)
+            self.cache.forget_pending_process(self.scope, image_sha, asked)
         for variant, dest in pending:
             url = result.output_urls[variant.variant_name]
             self._fetch_output(row, image_sha, variant, dest, url, row.unique_filename)
@@ -394,14 +366,13 @@ class _Runner:
         if not getattr(self.backend, "accepts_idempotency_key", False):
             return self.backend.process_image(unique_filename, wanted)
         key = key or process_idempotency_key(
-            self.fingerprint, unique_filename, [v.to_dict() for v in wanted], image_sha
+            self.scope.key_fingerprint, unique_filename, [v.to_dict() for v in wanted], image_sha
         )
         if self.cache is not None:
             self.cache.put_pending_process(
+                self.scope,
                 image_sha,
                 asked,
-                self.identity,
-                self.fingerprint,
                 unique_filename=unique_filename,
                 idempotency_key=key,
             )
@@ -426,9 +397,7 @@ class _Runner:
             return pending
         left = []
         for variant, dest in pending:
-            paid = self.cache.get_paid_output(
-                image_sha, variant.cache_key(), self.identity, self.fingerprint
-            )
+            paid = self.cache.get_paid_output(self.scope, image_sha, variant.cache_key())
             if paid is None:
                 left.append((variant, dest))
                 continue
@@ -436,9 +405,7 @@ class _Runner:
             try:
                 self._fetch_output(row, image_sha, variant, dest, url, unique_filename)
             except NotFoundError:
-                self.cache.forget_paid_output(
-                    image_sha, variant.cache_key(), self.identity, self.fingerprint
-                )
+                self.cache.forget_paid_output(self.scope, image_sha, variant.cache_key())
                 left.append((variant, dest))
                 continue
             row.unique_filename = row.unique_filename or unique_filename
@@ -476,8 +443,8 @@ class _Runner:
         )
         if self.cache is not None:
             key = variant.cache_key()
-            self.cache.put_output(image_sha, key, self.identity, self.fingerprint, record)
-            self.cache.forget_paid_output(image_sha, key, self.identity, self.fingerprint)
+            self.cache.put_output(self.scope, image_sha, key, record)
+            self.cache.forget_paid_output(self.scope, image_sha, key)
         row.paths[variant.variant_name] = record.path
         row.urls[variant.variant_name] = url
         row.signals[variant.variant_name] = record.signals or {}
@@ -493,7 +460,8 @@ class _Runner:
 
     def upload_row(self, value: object) -> RowResult:
         data, stem, _ = _read_source(value, self.base_dir)
-        filename = f"{_safe_stem(stem)}{Path(str(value)).suffix if stem != 'image' else ''}"
+        suffix = Path(str(value)).suffix if stem != "image" else ""
+        filename = f"{safe_filename(stem, 'image')}{suffix}"
         unique_filename, reused = self._upload(data, sha256_bytes(data), filename)
         return RowResult(status="cached" if reused else "done", unique_filename=unique_filename)
 
@@ -547,76 +515,58 @@ def _hint(exc: BaseException) -> str:
 def run_batch(
     items: Iterable[tuple[Hashable, object]],
     variants: Iterable[Variant | Mapping[str, Any]],
+    options: RunOptions | None = None,
     *,
-    backend: Backend,
-    out_dir: str | os.PathLike[str] = DEFAULT_OUT_DIR,
-    cache: ReuseCache | None = None,
-    base_dir: str | os.PathLike[str] | None = None,
-    max_workers: int | None = None,
-    errors: Errors = "coerce",
-    progress: bool = True,
     desc: str = "bgcut",
+    **given: Any,
 ) -> BatchResult:
     """Process ``(label, image)`` items into every variant; see the module docstring.
 
-    ``image`` is a path (relative ones resolve against ``base_dir``) or bytes. With
-    ``errors="coerce"`` a failed row's cause lands in its ``error``; with ``errors="raise"`` the
-    first failure stops the batch and raises :class:`BatchError` naming the row. Results are in
-    input order (``result.rows[i]`` belongs to the i-th item), so repeated labels are fine.
+    ``options`` (a :class:`RunOptions`, resolved here if it is not yet) or its fields as
+    keywords (which override it): ``backend``, ``out_dir``, ``cache``, ``base_dir``,
+    ``max_workers``, ``errors``, ``progress``, with ``df.bgcut.process``'s meanings
+    (``cache=None`` is the shared cache; ``False``: none). ``image`` is a path (relative ones
+    resolve against ``base_dir``) or bytes. With ``errors="coerce"`` a failed row's cause lands
+    in its ``error``; with ``errors="raise"`` the first failure stops the batch and raises
+    :class:`BatchError` naming the row. Results are in input order (``result.rows[i]`` belongs to
+    the i-th item), so repeated labels are fine.
     """
+    opts = replace(options or RunOptions(), **given).resolve()
     parsed = parse_variants(variants)
-    runner = _Runner(
-        parsed,
-        backend=backend,
-        out_dir=check_folder(out_dir),
-        cache=cache,
-        base_dir=Path(base_dir).expanduser() if base_dir is not None else None,
-    )
-    return _run_pool(list(items), runner, runner.process_row, max_workers, errors, progress, desc)
+    runner = _Runner(parsed, opts, out_dir=check_folder(opts.out_dir))
+    return _run_pool(list(items), runner, runner.process_row, opts, desc)
 
 
 def upload_batch(
     items: Iterable[tuple[Hashable, object]],
+    options: RunOptions | None = None,
     *,
-    backend: Backend,
-    cache: ReuseCache | None = None,
-    base_dir: str | os.PathLike[str] | None = None,
-    max_workers: int | None = None,
-    errors: Errors = "coerce",
-    progress: bool = True,
     desc: str = "bgcut upload",
+    **given: Any,
 ) -> BatchResult:
-    """Upload each item once (re-using remembered uploads); rows carry ``unique_filename``."""
-    runner = _Runner(
-        [],
-        backend=backend,
-        out_dir=Path(DEFAULT_OUT_DIR),
-        cache=cache,
-        base_dir=Path(base_dir).expanduser() if base_dir is not None else None,
-    )
-    return _run_pool(list(items), runner, runner.upload_row, max_workers, errors, progress, desc)
+    """Upload each item once (re-using remembered uploads); rows carry ``unique_filename``.
+    ``options`` and keywords as in :func:`run_batch` (``out_dir`` is not used)."""
+    opts = replace(options or RunOptions(), **given).resolve()
+    runner = _Runner([], opts, out_dir=Path(DEFAULT_OUT_DIR))
+    return _run_pool(list(items), runner, runner.upload_row, opts, desc)
 
 
 def _run_pool(
     items: list[tuple[Hashable, object]],
     runner: _Runner,
     work: Callable[[object], RowResult],
-    max_workers: int | None,
-    errors: Errors,
-    progress: bool,
+    options: RunOptions,
     desc: str,
 ) -> BatchResult:
     """Run ``work`` over the items on a bounded pool with progress, stop rules and Ctrl-C."""
-    if errors not in ("coerce", "raise"):
-        raise ValueError("errors must be 'coerce' or 'raise'")
     backend = runner.backend
-    concurrency = plan(backend, max_workers)
+    concurrency = plan(backend, options.max_workers)
     before = backend.pressure()
     if concurrency.gate is not None:  # adaptive in-flight limit; downloads overlap (throughput.py)
         runner.backend = GatedBackend(backend, concurrency.gate, runner.stop, _Stopped)
-    pool = _Pool(items, runner, work, errors)
+    pool = _Pool(items, runner, work, options.errors)
     try:
-        pool.run(concurrency.threads, progress, desc)
+        pool.run(concurrency.threads, options.progress, desc)
     finally:
         after, stats = backend.pressure(), runner.stats
         stats.rate_limited = after.get("rate_limited", 0) - before.get("rate_limited", 0)

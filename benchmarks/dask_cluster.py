@@ -1,6 +1,6 @@
 """pandas vs a dask.distributed LocalCluster on the local engine: wall times and their ratio.
 
-    python benchmarks/dask.py [--photos 40] [--source DIR] [--quality medium] [--workers 2]
+    python benchmarks/dask_cluster.py [--photos 40] [--source DIR] [--quality medium] [--workers 2]
         [--partitions 8] [--partition-workers 1]
 
 Makes ``--photos`` distinct photos (from ``../shared/bench/photos``, scaled to at most 640 px,
@@ -18,18 +18,14 @@ printed separately). Needs the ``dask`` extra.
 
 from __future__ import annotations
 
+import argparse
+import os
 import sys
+import tempfile
+import time
 from pathlib import Path
 
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    del sys.path[0]  # this file is called dask.py: let ``import dask`` find the library
-
-import argparse  # noqa: E402
-import os  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-
-from PIL import Image, ImageOps  # noqa: E402
+from PIL import Image, ImageOps
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "bench" / "photos"
 
@@ -57,8 +53,8 @@ def make_photos(folder: Path, count: int, source: Path = SHARED) -> list[Path]:
 
 
 def _batch_script():
-    """``benchmarks/batch.py`` as a module, without putting this folder on ``sys.path`` (where
-    this file would shadow dask in the cluster's worker processes)."""
+    """``benchmarks/batch.py`` as a module (loaded by path: the cluster's worker processes do
+    not have this folder on ``sys.path``)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
@@ -106,7 +102,7 @@ def main() -> int:
     from distributed import Client, LocalCluster
 
     import bgcut_nb  # noqa: F401 - registers df.bgcut
-    import bgcut_nb.notebook.dask  # noqa: F401 - registers ddf.bgcut
+    import bgcut_nb.notebook.dask_accessor  # noqa: F401 - registers ddf.bgcut
 
     chosen = _batch_script().variants(args.quality)
     with tempfile.TemporaryDirectory(prefix="bgcut-dask-bench-") as tmp:
