@@ -19,6 +19,7 @@ from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from ..contract.errors import INVALID_IMAGE_DETAIL, InvalidImageError
 from ..contract.formats import MAX_INPUT_PIXELS, sniff_format
+from .sizing import fit_within
 
 __all__ = [
     "decode_image",
@@ -62,7 +63,7 @@ def decode_image(
     kind = SUPPORTED_FORMATS[image.format].upper()
     target = None
     if target_pixels is not None and image.width * image.height > target_pixels:
-        target = _fit_pixels(image.width, image.height, target_pixels)
+        target = fit_within(image.width, image.height, target_pixels)
     try:
         image.seek(0)  # animated WebP/PNG and MPO: the first frame is the picture
         if target is not None and kind == "JPG":
@@ -140,17 +141,9 @@ def inspect_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple
     return (height, width) if orientation in _TRANSPOSED else (width, height)
 
 
-def _fit_pixels(width: int, height: int, max_pixels: int) -> tuple[int, int]:
-    """``(width, height)`` scaled down to at most ``max_pixels`` pixels, aspect kept."""
-    if width * height <= max_pixels:
-        return width, height
-    scale = (max_pixels / (width * height)) ** 0.5
-    return max(1, int(width * scale)), max(1, int(height * scale))
-
-
 def _shrink(image: Image.Image, max_pixels: int) -> Image.Image:
     """``image`` scaled down to at most ``max_pixels`` (premultiplied when it has alpha)."""
-    size = _fit_pixels(image.width, image.height, max_pixels)
+    size = fit_within(image.width, image.height, max_pixels)
     if size == image.size:
         return image
     info = image.info

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from ..contract.errors import BadRequestError, ModelUnavailableError
+from ..contract.variants import QUALITIES
 from .models import ensure_model, get_spec
 from .refine import apply_correction, colour_correction, refine_band, resize_map
 from .segmenter import Segmenter, shared_segmenter
@@ -46,7 +47,6 @@ __all__ = ["QUALITIES", "TIER_MODELS", "Cutout", "Matting", "matte", "tier_model
 
 log = logging.getLogger(__name__)
 
-QUALITIES: tuple[str, ...] = ("high", "medium", "low")
 #: The model pass each tier stands on (before any fallback).
 TIER_MODELS: dict[str, str] = {"low": "u2netp", "medium": "u2net", "high": "u2net"}
 #: High tier: half-width of the edge band in pixels per 320 px of the photo's short side.
