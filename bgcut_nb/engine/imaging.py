@@ -10,15 +10,15 @@ from __future__ import annotations
 import io
 import logging
 import os
-import warnings
+import struct
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps
 
 from ..contract.errors import INVALID_IMAGE_DETAIL, InvalidImageError
-from ..contract.formats import MAX_INPUT_PIXELS, sniff_format
+from ..contract.formats import MAX_INPUT_PIXELS, open_header, sniff_format
 from .sizing import fit_within
 
 __all__ = [
@@ -83,18 +83,16 @@ def decode_image(
 
 
 def _open(data: bytes) -> Image.Image:
-    """Pillow's lazy open of ``data`` (header only): PNG, JPEG or WebP, else an error."""
+    """The contract's header reader on ``data`` (no pixel decoded): PNG, JPEG or WebP, else an
+    error. The size limit is checked by the callers (:func:`_check_size`), before decoding."""
     if not data:
         raise InvalidImageError("Missing image: the upload is empty")
     if sniff_format(data) is None:
         raise InvalidImageError(INVALID_IMAGE_DETAIL)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as exc:
-        raise InvalidImageError(f"Image too large to decode safely: {exc}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        image = open_header(data)
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error) as exc:
+        # what ``Image.open`` turns into ``UnidentifiedImageError``, and its own errors
         detail = f"Invalid image: the file is corrupt or truncated ({exc})"
         raise InvalidImageError(detail) from None
     if image.format not in SUPPORTED_FORMATS:
