@@ -217,7 +217,9 @@ class LocalBackend(Backend):
         name = f"{safe_filename(variant.variant_name)}.{variant.extension}"
         return folder / "outputs" / digest / name
 
-    def output_signals(self, url: str, path: Any, variant: Variant) -> dict[str, Any] | None:
+    def output_signals(
+        self, url: str, path: str | os.PathLike[str], variant: Variant
+    ) -> dict[str, Any] | None:
         """Quality signals of an output, measured on the matte it was rendered from when it was
         rendered (``signals.json`` beside it), else on the file's alpha."""
         from ..engine.signals import Signals, assess, measure_output

@@ -49,7 +49,7 @@ def open_header(data: bytes) -> ImageFile:
     header raises what Pillow raises for it."""
     from PIL import JpegImagePlugin, PngImagePlugin, WebPImagePlugin
 
-    readers = {
+    readers: dict[str, type[ImageFile]] = {
         "png": PngImagePlugin.PngImageFile,
         "jpg": JpegImagePlugin.JpegImageFile,
         "webp": WebPImagePlugin.WebPImageFile,

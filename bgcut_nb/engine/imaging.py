@@ -12,7 +12,7 @@ import logging
 import os
 import struct
 from pathlib import Path
-from typing import Any
+from typing import BinaryIO, TypeAlias
 
 import numpy as np
 from PIL import Image, ImageCms, ImageOps
@@ -25,6 +25,7 @@ __all__ = [
     "decode_image",
     "inspect_image",
     "load_image",
+    "ImageLike",
     "DEFAULT_MAX_PIXELS",
     "DEFAULT_PROCESS_PIXELS",
     "SUPPORTED_FORMATS",
@@ -45,6 +46,11 @@ DEFAULT_PROCESS_PIXELS = 16_000_000
 SUPPORTED_FORMATS = {"PNG": "png", "JPEG": "jpg", "MPO": "jpg", "WEBP": "webp"}
 
 _SRGB = ImageCms.createProfile("sRGB")
+
+#: What :func:`load_image` reads: a path, encoded bytes, a binary file, a PIL image or an array.
+ImageLike: TypeAlias = (
+    str | os.PathLike[str] | bytes | bytearray | memoryview | BinaryIO | Image.Image | np.ndarray
+)
 
 
 def decode_image(
@@ -237,7 +243,7 @@ def _to_srgb(image: Image.Image, icc: bytes | None) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
-def load_image(image: Any, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def load_image(image: ImageLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Like :func:`decode_image`, for a path, bytes, a binary file, a PIL image or an array.
 
     Arrays are ``uint8`` (or float in 0..1) of shape HxW, HxWx3 or HxWx4, taken as sRGB.

@@ -46,11 +46,11 @@ def write_matte(path: Path, cutout: Cutout) -> None:
     tier, the colour correction (a cut-out that does not say is kept in memory only)."""
     if cutout.model_pass is None:
         return
-    parts = {"model_pass": np.asarray(cutout.model_pass, dtype=np.float32)}
+    parts: dict[str, np.ndarray] = {"model_pass": np.asarray(cutout.model_pass, dtype=np.float32)}
     if cutout.correction is not None:
         parts["correction"] = np.asarray(cutout.correction, dtype=np.int16)
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **parts)
+    np.savez_compressed(buffer, **parts)  # type: ignore[arg-type]  # numpy stubs: allow_pickle
     atomic_write_bytes(path, buffer.getvalue())
 
 

@@ -141,7 +141,7 @@ class EngineSession:
         """Each tier's decode size (:meth:`work_pixels`) for a call: tiers that stand on the same
         model pass (medium and high: u2net) share the largest of their sizes, so the image is
         decoded alike and the pass is run once for both."""
-        need = {
+        need: dict[str, int] = {
             q: self.work_pixels([v for v in variants if v.quality == q], width, height)
             for q in {v.quality for v in variants}
         }
