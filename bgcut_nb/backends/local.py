@@ -114,6 +114,11 @@ class LocalBackend(Backend):
         return self.session.tier_models
 
     @property
+    def providers(self) -> str | Sequence[str] | None:
+        """ONNX Runtime providers the engine asks for (default ``BGCUT_ONNX_PROVIDERS``, CPU)."""
+        return self.session.providers
+
+    @property
     def process_max_pixels(self) -> int:
         """Largest size an image is decoded and matted at, in pixels (the session's)."""
         return self.session.process_max_pixels
