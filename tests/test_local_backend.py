@@ -238,3 +238,18 @@ def test_threads_share_one_matte(backend):
         )
     assert backend.engine.computed == 1
     assert len({r.unique_filename for r in results}) == 1
+
+
+def test_the_tier_models_are_the_engines_own(tmp_path):
+    """Tier to model is decided once: a given engine's mapping is the backend's, and a
+    different ``models=`` beside it is refused rather than naming files after other models."""
+    from bgcut_nb.engine.matting import TIER_MODELS, Matting
+
+    chosen = {"high": "isnet-general-use"}
+    engine = LocalEngine(matting=Matting(models=chosen))
+    assert LocalBackend(tmp_path, engine=engine).tier_models == {**TIER_MODELS, **chosen}
+    assert (
+        LocalBackend(tmp_path, engine=engine, models=chosen).tier_models["high"] == chosen["high"]
+    )
+    with pytest.raises(ValueError, match="models="):
+        LocalBackend(tmp_path, engine=LocalEngine(), models=chosen)

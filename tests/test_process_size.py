@@ -56,9 +56,9 @@ def test_small_variants_of_a_large_image_are_matted_small(tmp_path, monkeypatch)
     with Image.open(io.BytesIO(backend.fetch(result.output_urls["small"]))) as out:
         assert out.width * out.height <= 40_000 and out.width > 200
     # the default (12 MP) output of the same image is matted at that size, under the limit
-    assert backend.work_pixels([_variant(12_000_000)], 5000, 4000) == 12_000_000
-    assert backend.work_pixels([_variant(50_000_000)], 5000, 4000) == DEFAULT_PROCESS_PIXELS
-    assert backend.work_pixels([_variant(50_000_000)], 1000, 800) == 0  # small: full size
+    assert backend.session.work_pixels([_variant(12_000_000)], 5000, 4000) == 12_000_000
+    assert backend.session.work_pixels([_variant(50_000_000)], 5000, 4000) == DEFAULT_PROCESS_PIXELS
+    assert backend.session.work_pixels([_variant(50_000_000)], 1000, 800) == 0  # small: full size
 
 
 def _variant(max_resolution: int):

@@ -8,10 +8,19 @@ estimates charge nothing for them.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
-from typing import IO
+from typing import TYPE_CHECKING
 
-__all__ = ["INPUT_FORMATS", "MAX_INPUT_PIXELS", "SNIFF_BYTES", "image_dimensions", "sniff_format"]
+if TYPE_CHECKING:
+    from PIL.ImageFile import ImageFile
+
+__all__ = [
+    "INPUT_FORMATS",
+    "MAX_INPUT_PIXELS",
+    "SNIFF_BYTES",
+    "image_dimensions",
+    "open_header",
+    "sniff_format",
+]
 
 #: Accepted input formats, by the extension each is known as.
 INPUT_FORMATS: tuple[str, ...] = ("png", "jpg", "webp")
@@ -33,23 +42,29 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
-def image_dimensions(data: bytes) -> tuple[int, int] | None:
-    """``(width, height)`` of a PNG, JPEG or WebP read from its header alone: no pixel is
-    decoded and no size limit applies (Pillow's format readers, without ``Image.open``'s
-    decompression-bomb check). ``None`` when the format is not accepted or the header is
-    unreadable."""
-    from PIL import ImageFile, JpegImagePlugin, PngImagePlugin, WebPImagePlugin
+def open_header(data: bytes) -> ImageFile:
+    """Pillow's reader for an accepted format opened on ``data``: the header is parsed, no pixel
+    is decoded and no size limit applies (no ``Image.open`` decompression-bomb check: callers
+    check the size themselves). ``ValueError`` when the format is not accepted; a malformed
+    header raises what Pillow raises for it."""
+    from PIL import JpegImagePlugin, PngImagePlugin, WebPImagePlugin
 
-    readers: dict[str, Callable[[IO[bytes]], ImageFile.ImageFile]] = {
+    readers: dict[str, type[ImageFile]] = {
         "png": PngImagePlugin.PngImageFile,
         "jpg": JpegImagePlugin.JpegImageFile,
         "webp": WebPImagePlugin.WebPImageFile,
     }
     fmt = sniff_format(data)
     if fmt is None:
-        return None
+        raise ValueError("not a PNG, JPEG or WebP image")
+    return readers[fmt](io.BytesIO(data))
+
+
+def image_dimensions(data: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` of a PNG, JPEG or WebP read from its header alone (:func:`open_header`);
+    ``None`` when the format is not accepted or the header is unreadable."""
     try:
-        with readers[fmt](io.BytesIO(data)) as image:
+        with open_header(data) as image:
             return image.size
     except Exception:  # any malformed header: the decoder would refuse it too
         return None

@@ -10,20 +10,22 @@ from __future__ import annotations
 import io
 import logging
 import os
-import warnings
+import struct
 from pathlib import Path
-from typing import Any
+from typing import BinaryIO, TypeAlias
 
 import numpy as np
-from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps
 
 from ..contract.errors import INVALID_IMAGE_DETAIL, InvalidImageError
-from ..contract.formats import MAX_INPUT_PIXELS, sniff_format
+from ..contract.formats import MAX_INPUT_PIXELS, open_header, sniff_format
+from .sizing import fit_within
 
 __all__ = [
     "decode_image",
     "inspect_image",
     "load_image",
+    "ImageLike",
     "DEFAULT_MAX_PIXELS",
     "DEFAULT_PROCESS_PIXELS",
     "SUPPORTED_FORMATS",
@@ -45,6 +47,11 @@ SUPPORTED_FORMATS = {"PNG": "png", "JPEG": "jpg", "MPO": "jpg", "WEBP": "webp"}
 
 _SRGB = ImageCms.createProfile("sRGB")
 
+#: What :func:`load_image` reads: a path, encoded bytes, a binary file, a PIL image or an array.
+ImageLike: TypeAlias = (
+    str | os.PathLike[str] | bytes | bytearray | memoryview | BinaryIO | Image.Image | np.ndarray
+)
+
 
 def decode_image(
     data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, target_pixels: int | None = None
@@ -62,7 +69,7 @@ def decode_image(
     kind = SUPPORTED_FORMATS[image.format].upper()  # type: ignore[index]  # _open checked it
     target = None
     if target_pixels is not None and image.width * image.height > target_pixels:
-        target = _fit_pixels(image.width, image.height, target_pixels)
+        target = fit_within(image.width, image.height, target_pixels)
     try:
         image.seek(0)  # animated WebP/PNG and MPO: the first frame is the picture
         if target is not None and kind == "JPG":
@@ -82,18 +89,16 @@ def decode_image(
 
 
 def _open(data: bytes) -> Image.Image:
-    """Pillow's lazy open of ``data`` (header only): PNG, JPEG or WebP, else an error."""
+    """The contract's header reader on ``data`` (no pixel decoded): PNG, JPEG or WebP, else an
+    error. The size limit is checked by the callers (:func:`_check_size`), before decoding."""
     if not data:
         raise InvalidImageError("Missing image: the upload is empty")
     if sniff_format(data) is None:
         raise InvalidImageError(INVALID_IMAGE_DETAIL)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as exc:
-        raise InvalidImageError(f"Image too large to decode safely: {exc}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        image = open_header(data)
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error) as exc:
+        # what ``Image.open`` turns into ``UnidentifiedImageError``, and its own errors
         detail = f"Invalid image: the file is corrupt or truncated ({exc})"
         raise InvalidImageError(detail) from None
     if image.format not in SUPPORTED_FORMATS:
@@ -140,17 +145,9 @@ def inspect_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple
     return (height, width) if orientation in _TRANSPOSED else (width, height)
 
 
-def _fit_pixels(width: int, height: int, max_pixels: int) -> tuple[int, int]:
-    """``(width, height)`` scaled down to at most ``max_pixels`` pixels, aspect kept."""
-    if width * height <= max_pixels:
-        return width, height
-    scale = (max_pixels / (width * height)) ** 0.5
-    return max(1, int(width * scale)), max(1, int(height * scale))
-
-
 def _shrink(image: Image.Image, max_pixels: int) -> Image.Image:
     """``image`` scaled down to at most ``max_pixels`` (premultiplied when it has alpha)."""
-    size = _fit_pixels(image.width, image.height, max_pixels)
+    size = fit_within(image.width, image.height, max_pixels)
     if size == image.size:
         return image
     info = image.info
@@ -246,7 +243,7 @@ def _to_srgb(image: Image.Image, icc: bytes | None) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
-def load_image(image: Any, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def load_image(image: ImageLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Like :func:`decode_image`, for a path, bytes, a binary file, a PIL image or an array.
 
     Arrays are ``uint8`` (or float in 0..1) of shape HxW, HxWx3 or HxWx4, taken as sRGB.

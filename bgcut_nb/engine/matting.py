@@ -33,20 +33,23 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..contract.errors import BadRequestError, ModelUnavailableError
+from ..contract.variants import QUALITIES
 from .models import ensure_model, get_spec
 from .refine import apply_correction, colour_correction, refine_band, resize_map
 from .segmenter import Segmenter, shared_segmenter
+
+if TYPE_CHECKING:
+    from .imaging import ImageLike
 
 __all__ = ["QUALITIES", "TIER_MODELS", "Cutout", "Matting", "matte", "tier_models"]
 
 log = logging.getLogger(__name__)
 
-QUALITIES: tuple[str, ...] = ("high", "medium", "low")
 #: The model pass each tier stands on (before any fallback).
 TIER_MODELS: dict[str, str] = {"low": "u2netp", "medium": "u2net", "high": "u2net"}
 #: High tier: half-width of the edge band in pixels per 320 px of the photo's short side.
@@ -267,14 +270,14 @@ def _shared_matting(model_dir: str | None) -> Matting:
     return Matting(model_dir)
 
 
-def _load_rgb(image: Any) -> np.ndarray:
+def _load_rgb(image: ImageLike) -> np.ndarray:
     from .imaging import load_image
 
     return np.asarray(load_image(image).convert("RGB"))
 
 
 def matte(
-    image: Any, quality: str = "high", *, model_dir: str | os.PathLike[str] | None = None
+    image: ImageLike, quality: str = "high", *, model_dir: str | os.PathLike[str] | None = None
 ) -> np.ndarray:
     """The alpha matte (float32 HxW in 0..1, the image's size after EXIF orientation).
 

@@ -511,6 +511,45 @@ def _accept_unverified(name: str, path: Path, problem: str) -> bool:
     return True
 
 
+def _explicit_model(name: str, spec: ModelSpec, path: Path, unverified: bool) -> Path:
+    """An explicit ``model_path``: used as it is when it verifies (or unverified is allowed)."""
+    problem = verify_file(path, spec)
+    if problem is not None and not (unverified and _accept_unverified(name, path, problem)):
+        raise ModelUnavailableError(
+            f"model {name!r}: the explicit model_path {path} is not {spec.filename}: {problem}"
+        )
+    return path
+
+
+def _fetch_from(
+    name: str, spec: ModelSpec, target: Path, chosen: Sequence[str], tried: list[str]
+) -> bool:
+    """Fetch into ``target`` from each source in turn until a copy verifies (``True``); every
+    failure is noted in ``tried`` and announced, the next source then tried."""
+    failed: list[str] = []
+    for position, source in enumerate(chosen):
+        where, label = _describe_source(spec, source), _source_label(spec, source)
+        try:
+            _FETCHERS[source](spec, target)
+        except Exception as exc:  # every failure is reported, the next source is tried
+            reason = str(exc) or type(exc).__name__
+            failed.append(f"{label} unavailable: {type(exc).__name__}")
+            rest = chosen[position + 1 :]
+            then = f"; trying {_source_label(spec, rest[0])}" if rest else ""
+            _notice(f"{name}: {failed[-1]}{then}")
+            log.debug("model %s: %s failed: %s", name, where, reason)
+            tried.append(f"{where}: {type(exc).__name__}: {reason}")
+            continue
+        problem = verify_file(target, spec)
+        if problem is None:
+            note = f" ({'; '.join(failed)})" if failed else ""
+            _notice(f"{name}: fetched from {label}{note}")
+            log.info("model %s saved to %s", name, target)
+            return True
+        tried.append(f"{where}: fetched file failed verification: {problem}")
+    return False
+
+
 def ensure_model(
     name: str = DEFAULT_MODEL,
     *,
@@ -529,13 +568,7 @@ def ensure_model(
     spec = get_spec(name)
     unverified = unverified_allowed(verify)
     if model_path is not None:
-        path = Path(model_path).expanduser()
-        problem = verify_file(path, spec)
-        if problem is not None and not (unverified and _accept_unverified(name, path, problem)):
-            raise ModelUnavailableError(
-                f"model {name!r}: the explicit model_path {path} is not {spec.filename}: {problem}"
-            )
-        return path
+        return _explicit_model(name, spec, Path(model_path).expanduser(), unverified)
 
     target = resolve_model_dir(model_dir) / spec.filename
     problem = verify_file(target, spec)
@@ -550,27 +583,8 @@ def ensure_model(
             return target
         if problem != "not present":
             _notice(f"{name}: the cached {target} is not the model file ({problem}); fetching it")
-        failed: list[str] = []
-        for position, source in enumerate(chosen):
-            where, label = _describe_source(spec, source), _source_label(spec, source)
-            try:
-                _FETCHERS[source](spec, target)
-            except Exception as exc:  # every failure is reported, the next source is tried
-                reason = str(exc) or type(exc).__name__
-                failed.append(f"{label} unavailable: {type(exc).__name__}")
-                rest = chosen[position + 1 :]
-                then = f"; trying {_source_label(spec, rest[0])}" if rest else ""
-                _notice(f"{name}: {failed[-1]}{then}")
-                log.debug("model %s: %s failed: %s", name, where, reason)
-                tried.append(f"{where}: {type(exc).__name__}: {reason}")
-                continue
-            problem = verify_file(target, spec)
-            if problem is None:
-                note = f" ({'; '.join(failed)})" if failed else ""
-                _notice(f"{name}: fetched from {label}{note}")
-                log.info("model %s saved to %s", name, target)
-                return target
-            tried.append(f"{where}: fetched file failed verification: {problem}")
+        if _fetch_from(name, spec, target, chosen, tried):
+            return target
     if not chosen:
         tried.append(f"network sources disabled ({ENV_SOURCES} or sources=())")
     listing = "\n".join(f"  - {line}" for line in tried)

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from ..contract.variants import Variant
+from .sizing import fit_within
 
 __all__ = [
     "render_variant",
@@ -64,21 +65,6 @@ def subject_bbox(
         return None
     cols = np.flatnonzero(mask.any(axis=0))
     return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
-
-
-def fit_within(width: int, height: int, max_pixels: int) -> tuple[int, int]:
-    """Largest size with the same aspect ratio and ``w * h <= max_pixels``; never upscales."""
-    if width * height <= max_pixels:
-        return width, height
-    scale = math.sqrt(max_pixels / (width * height))
-    new_w = max(1, math.floor(width * scale))
-    new_h = max(1, math.floor(height * scale))
-    while new_w * new_h > max_pixels and (new_w > 1 or new_h > 1):
-        if new_w / width >= new_h / height and new_w > 1:
-            new_w -= 1
-        else:
-            new_h -= 1
-    return new_w, new_h
 
 
 def _parse_hex(color: str) -> tuple[int, int, int]:
