@@ -65,7 +65,7 @@ def _variant_fields() -> dict[str, Any]:
     return out
 
 
-OutputVariant = create_model(  # type: ignore[call-overload]
+OutputVariant: type[_VariantBody] = create_model(
     "OutputVariant",
     __base__=_VariantBody,
     __doc__="One entry of ``output_variants``.",
@@ -121,7 +121,8 @@ class ProcessRequest(BaseModel):
 
     def variants(self) -> list[Variant]:
         """``output_variants`` as the contract's :class:`Variant` objects."""
-        return [v.to_variant() for v in self.output_variants]
+        entries: list[_VariantBody] = self.output_variants
+        return [v.to_variant() for v in entries]
 
 
 def _parse_variants(variants: list) -> list[Variant]:
