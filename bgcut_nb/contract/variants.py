@@ -13,8 +13,8 @@ import json
 import numbers
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal, get_args
 
 from .errors import BadRequestError
 
@@ -28,20 +28,33 @@ __all__ = [
     "MAX_VARIANTS_PER_CALL",
     "SPEC_EXAMPLE_VARIANTS",
     "check_text",
+    "RULES",
 ]
 
-FORMATS: tuple[str, ...] = ("png", "jpg", "webp")
-QUALITIES: tuple[str, ...] = ("high", "medium", "low")
+Format = Literal["png", "jpg", "webp"]
+Quality = Literal["high", "medium", "low"]
+FORMATS: tuple[str, ...] = get_args(Format)
+QUALITIES: tuple[str, ...] = get_args(Quality)
 DEFAULT_MAX_RESOLUTION = 12_000_000
 DEFAULT_OUTPUT_COMPRESSION = 85
+MIN_OUTPUT_COMPRESSION, MAX_OUTPUT_COMPRESSION = 1, 100
 #: Most ``output_variants`` one process-image call may ask for (the spec names no limit; each
 #: variant is a stored file, so the server bounds them per call).
 MAX_VARIANTS_PER_CALL = 20
 
-Format = Literal["png", "jpg", "webp"]
-Quality = Literal["high", "medium", "low"]
+_HEX_PATTERN = r"#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})"
+_HEX = re.compile(_HEX_PATTERN)  # used with fullmatch
 
-_HEX = re.compile(r"#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})")  # used with fullmatch
+#: Key of a :class:`Variant` field's ``metadata`` holding its rules as data: a ``description``
+#: and the constraints ``__post_init__`` enforces, in annotated-types' terms (``gt``, ``ge``,
+#: ``le``; ``pattern`` as JSON Schema writes it). The server's request schema is built from
+#: these, the field types (``Literal`` for the enums) and the defaults.
+RULES = "rules"
+
+
+def _rules(description: str | None = None, **constraints: object) -> dict[str, object]:
+    described = {"description": description} if description else {}
+    return {RULES: {**described, **constraints}}
 
 
 def check_text(value: str, what: str) -> str:
@@ -111,23 +124,46 @@ def _as_bool(value: object) -> bool | None:
 class Variant:
     """One requested output. Field names, types and defaults are exactly the spec's."""
 
-    variant_name: str
-    max_resolution: int = DEFAULT_MAX_RESOLUTION
+    variant_name: str = field(
+        metadata=_rules(
+            "Your identifier for this output; the key in output_urls. Unique per call.",
+            pattern=r"\S",  # not blank
+        )
+    )
+    max_resolution: int = field(
+        default=DEFAULT_MAX_RESOLUTION,
+        metadata=_rules("Maximum output pixel count (width x height).", gt=0),
+    )
     format: Format = "png"
     quality: Quality = "high"
-    background_color: str | None = None
-    output_compression: int = DEFAULT_OUTPUT_COMPRESSION
-    autocrop: bool = False
+    background_color: str | None = field(
+        default=None,
+        metadata=_rules(
+            "Fill colour for the removed background; null for transparent.",
+            # JSON Schema patterns are ECMA-262: without the m flag '$' is the very end
+            pattern=f"^{_HEX_PATTERN}$",
+        ),
+    )
+    output_compression: int = field(
+        default=DEFAULT_OUTPUT_COMPRESSION,
+        metadata=_rules(
+            "JPG/WebP compression level.", ge=MIN_OUTPUT_COMPRESSION, le=MAX_OUTPUT_COMPRESSION
+        ),
+    )
+    autocrop: bool = field(
+        default=False,
+        metadata=_rules("Crop to the subject's bounding box (+0.5 credits per variant)."),
+    )
 
     def __post_init__(self) -> None:
         name = self.variant_name
         if not isinstance(name, str) or not name.strip():
             raise BadRequestError("variant_name is required and must be a non-empty string")
         check_text(name, "variant_name")
-        for field in fields(self):
-            value = getattr(self, field.name)
+        for item in fields(self):
+            value = getattr(self, item.name)
             if isinstance(value, str):
-                check_text(value, f"Variant '{name}': {field.name}")
+                check_text(value, f"Variant '{name}': {item.name}")
         max_resolution = _as_int(self.max_resolution)
         if max_resolution is None or max_resolution <= 0:
             raise BadRequestError(
@@ -137,13 +173,13 @@ class Variant:
         object.__setattr__(self, "max_resolution", max_resolution)
         if self.format not in FORMATS:
             raise BadRequestError(
-                f"Variant '{name}': invalid format {self.format!r}. Options: png, jpg, webp"
+                f"Variant '{name}': invalid format {self.format!r}. Options: {', '.join(FORMATS)}"
                 + did_you_mean([self.format], FORMATS)
             )
         if self.quality not in QUALITIES:
             raise BadRequestError(
-                f"Variant '{name}': invalid quality {self.quality!r}. Options: high, medium, low"
-                + did_you_mean([self.quality], QUALITIES)
+                f"Variant '{name}': invalid quality {self.quality!r}. "
+                f"Options: {', '.join(QUALITIES)}" + did_you_mean([self.quality], QUALITIES)
             )
         color = self.background_color
         if color is not None:
@@ -154,9 +190,10 @@ class Variant:
                 )
             object.__setattr__(self, "background_color", _expand_hex(color))
         comp = _as_int(self.output_compression)
-        if comp is None or not 1 <= comp <= 100:
+        if comp is None or not MIN_OUTPUT_COMPRESSION <= comp <= MAX_OUTPUT_COMPRESSION:
             raise BadRequestError(
-                f"Variant '{name}': output_compression must be an integer from 1 to 100, "
+                f"Variant '{name}': output_compression must be an integer from "
+                f"{MIN_OUTPUT_COMPRESSION} to {MAX_OUTPUT_COMPRESSION}, "
                 f"got {self.output_compression!r}"
             )
         object.__setattr__(self, "output_compression", comp)

@@ -11,11 +11,13 @@ Idempotent answers: a charged call's answer is journalled for good under its key
 ``Idempotency-Key``; a repeat with the same key and request is answered from it, with freshly
 signed URLs and no charge, for as long as the upload lives (outputs the engine lost meanwhile
 are rendered again, free); once the upload has expired the repeat is a 404 like any call on it.
-The FastAPI layer in :mod:`bgcut_nb.server.app` only parses requests and formats answers.
+The routes (:mod:`bgcut_nb.server.routes`) only parse requests and format answers. A
+process call is a coroutine: it awaits its engine work on the pool without holding a thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -27,11 +29,13 @@ import secrets
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from urllib.parse import quote, urlparse
 from urllib.request import url2pathname
+
+from anyio import to_thread
 
 from ..contract.backend import Backend
 from ..contract.errors import (
@@ -52,7 +56,7 @@ from .pool import EnginePool
 from .ratelimit import TokenBucketLimiter
 from .signing import UrlSigner
 
-__all__ = ["ServerSettings", "V3Service", "FILES_PATH"]
+__all__ = ["ServerSettings", "V3Service", "FILES_PATH", "upload_too_large"]
 
 log = logging.getLogger("bgcut_nb.server")
 
@@ -118,24 +122,30 @@ class V3Service:
             log.warning("refunded %d processing call(s) interrupted by a restart", refunded)
         self._limiter = TokenBucketLimiter(settings.rate_limit, settings.burst)
         self._signer = UrlSigner(ledger.url_secret())
-        self._locks: dict[tuple[str, str], tuple[threading.Lock, int]] = {}
-        self._locks_guard = threading.Lock()
+        self._locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
         self.pool = EnginePool(settings.workers, settings.queue)
         # Decoding an upload to check it takes memory too: at most one per engine worker.
         self._ingest = threading.BoundedSemaphore(self.pool.workers)
         self._closed = threading.Event()
         self._sweeper: threading.Thread | None = None
-        if settings.sweep_interval > 0:
+
+    def start(self) -> None:
+        """Start the engine pool and the sweeper (the app's lifespan does, at startup)."""
+        self.pool.start()
+        if self.settings.sweep_interval > 0 and self._sweeper is None:
+            self._closed.clear()
             self._sweeper = threading.Thread(
                 target=self._sweep_loop, name="bgcut-sweeper", daemon=True
             )
             self._sweeper.start()
 
     def close(self) -> None:
-        """Stop the sweeper and the engine pool (the backend is left open)."""
+        """Stop the sweeper and the engine pool (the backend is left open); a later
+        :meth:`start` starts them again."""
         self._closed.set()
-        if self._sweeper is not None:
-            self._sweeper.join(10)
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None:
+            sweeper.join(10)
         self.pool.close()
 
     # -- accounts -----------------------------------------------------------------------------
@@ -176,9 +186,8 @@ class V3Service:
 
         Over a quota: 429 (uploads per hour, with ``Retry-After``) or 413 (bytes stored).
         """
-        limit = self.settings.max_upload_bytes
-        if len(data) > limit:
-            raise PayloadTooLargeError(f"Image too large: uploads are limited to {_mb(limit)}")
+        if len(data) > self.settings.max_upload_bytes:
+            raise upload_too_large(self.settings.max_upload_bytes)
         if not data:
             raise BadRequestError("Missing image: the 'image' file is empty")
         unique_filename = str(uuid.uuid4())
@@ -219,7 +228,7 @@ class V3Service:
             f"uploads expire {self.settings.upload_ttl:g} s after they were made"
         )
 
-    def process(
+    async def process(
         self,
         hashed: str,
         unique_filename: str,
@@ -227,89 +236,94 @@ class V3Service:
         base_url: str,
         idempotency_key: str | None = None,
     ) -> dict[str, object]:
-        """Render every variant, charging once per ``Idempotency-Key`` (or per call)."""
-        request_hash = hashlib.sha256(
-            json.dumps([unique_filename, [v.to_dict() for v in variants]], sort_keys=True).encode()
-        ).hexdigest()
-        idem = idempotency_key or uuid.uuid4().hex
-        with self._call_lock(hashed, idem):
-            prior = self.ledger.find_charge(hashed, idem)
-            if prior is not None:
-                if prior.request_hash != request_hash:
-                    raise BadRequestError(
-                        "Idempotency-Key was already used for a different request"
-                    )
-                result = self._replay(hashed, unique_filename, variants, idem, prior.result)
-            else:
-                result = self._process_and_charge(
-                    hashed, unique_filename, variants, idem, request_hash
-                )
-        return self._publish(unique_filename, result, base_url)
+        """Render every variant, charging once per ``Idempotency-Key`` (or per call).
 
-    def _process_and_charge(
-        self,
-        hashed: str,
-        unique_filename: str,
-        variants: list[Variant],
-        idem: str,
-        request_hash: str,
-    ) -> dict[str, object]:
-        local_name = self.ledger.find_upload(unique_filename, hashed)
+        A coroutine: the engine work runs on the pool, awaited without holding a thread; the
+        ledger's and the disk's short steps run on AnyIO's worker threads."""
+        call = _Call.of(hashed, unique_filename, variants, idempotency_key)
+        async with self._call_lock(hashed, call.idem):
+            plan = await to_thread.run_sync(self._plan, call)
+            if plan.prior is None:
+                result = await self._process_and_charge(call, plan)
+            else:
+                result = await self._replay(call, plan)
+        return await to_thread.run_sync(self._publish, unique_filename, result, base_url)
+
+    def _plan(self, call: _Call) -> _Plan:
+        """What a call needs before any work: its earlier answer (a repeat), its upload (else
+        404) and, for a new call, its cost (storage full: refused unpaid)."""
+        prior = self.ledger.find_charge(call.hashed, call.idem)
+        if prior is not None and prior.request_hash != call.request_hash:
+            raise BadRequestError("Idempotency-Key was already used for a different request")
+        local_name = self.ledger.find_upload(call.unique_filename, call.hashed)
         if local_name is None:
             raise NotFoundError()
-        cost = self.costs.process_cost(variants)
+        if prior is not None:
+            return _Plan(local_name, prior.result, rerender=not self._outputs_exist(prior.result))
         room = self.settings.storage_bytes
-        if room > 0 and self.ledger.stored_bytes(hashed) >= room:  # full: refused unpaid
-            raise self._quota_error(QuotaExceeded("bytes", room), hashed)
+        if room > 0 and self.ledger.stored_bytes(call.hashed) >= room:
+            raise self._quota_error(QuotaExceeded("bytes", room), call.hashed)
+        return _Plan(local_name, cost=self.costs.process_cost(call.variants))
+
+    async def _process_and_charge(self, call: _Call, plan: _Plan) -> dict[str, object]:
         if self.pool.admitted >= self.pool.capacity:
             self.stats["busy"] += 1  # counted here; slot() below refuses it with Retry-After
-        with self.pool.slot() as run:  # full: ServerBusyError (429), nothing reserved
+        with self.pool.slot() as slot:  # full: ServerBusyError (429), nothing reserved
             # Credits first, work second: a call that cannot be paid never runs, and one that
             # fails is refunded. Reservation is one transaction, so racing calls cannot overdraw.
-            reservation = self.ledger.reserve(
-                hashed, cost, idempotency_key=idem, request_hash=request_hash
-            )
-            if reservation is None:
-                raise _insufficient(cost, self.ledger.balance(hashed) or 0.0)
-            try:
-                self.stats["engine_calls"] += 1
-                result = run(self._render, local_name, variants)
-            except BaseException:
-                self.ledger.refund(reservation)
-                self.stats["refunds"] += 1
-                raise
-            self.ledger.settle(reservation, result)
-        try:
-            self.ledger.add_outputs(unique_filename, self._output_sizes(result))
-        except Exception:  # delivered and paid: a failed count must not fail the call
-            log.warning("could not count the outputs of a call", exc_info=True)
-        log.info("process key_id=%s variants=%d charged=%g", hashed[:16], len(variants), cost)
+            reservation = await to_thread.run_sync(self._reserve, call, plan.cost)
+            result = await slot.run(self._paid_render, reservation, plan.local_name, call.variants)
+        await to_thread.run_sync(self._count_outputs, call, result)
+        log.info(
+            "process key_id=%s variants=%d charged=%g",
+            call.hashed[:16],
+            len(call.variants),
+            plan.cost,
+        )
         return result
 
-    def _replay(
-        self,
-        hashed: str,
-        unique_filename: str,
-        variants: list[Variant],
-        idem: str,
-        result: dict[str, object],
+    def _reserve(self, call: _Call, cost: float) -> int:
+        reservation = self.ledger.reserve(
+            call.hashed, cost, idempotency_key=call.idem, request_hash=call.request_hash
+        )
+        if reservation is None:
+            raise _insufficient(cost, self.ledger.balance(call.hashed) or 0.0)
+        return reservation
+
+    def _paid_render(
+        self, reservation: int, local_name: str, variants: list[Variant]
     ) -> dict[str, object]:
+        """The engine work of a paid call, on a pool worker: settled when it succeeds,
+        refunded when it fails (here, so an abandoned wait cannot skip either)."""
+        try:
+            result = self._render(local_name, variants)
+        except BaseException:
+            self.ledger.refund(reservation)
+            self.stats["refunds"] += 1
+            raise
+        self.ledger.settle(reservation, result)
+        return result
+
+    def _count_outputs(self, call: _Call, result: dict[str, object]) -> None:
+        try:
+            self.ledger.add_outputs(call.unique_filename, self._output_sizes(result))
+        except Exception:  # delivered and paid: a failed count must not fail the call
+            log.warning("could not count the outputs of a call", exc_info=True)
+
+    async def _replay(self, call: _Call, plan: _Plan) -> dict[str, object]:
         """The paid answer of an earlier call with this key, without a second charge.
 
         Its upload must still live (outputs go with it: else 404, and the client's new upload
         is a new request). Outputs the engine lost meanwhile are rendered again, free.
         """
-        local_name = self.ledger.find_upload(unique_filename, hashed)
-        if local_name is None:
-            raise NotFoundError()
-        if not self._outputs_exist(result):
-            with self.pool.slot() as run:
-                self.stats["engine_calls"] += 1
-                result = run(self._render, local_name, variants)
-            self.ledger.update_result(hashed, idem, result)
-            log.info("process key_id=%s replayed, outputs rendered again (no charge)", hashed[:16])
-        else:
-            log.info("process key_id=%s replayed (no charge)", hashed[:16])
+        assert plan.prior is not None
+        if not plan.rerender:
+            log.info("process key_id=%s replayed (no charge)", call.hashed[:16])
+            return plan.prior
+        with self.pool.slot() as slot:
+            result = await slot.run(self._render, plan.local_name, call.variants)
+        await to_thread.run_sync(self.ledger.update_result, call.hashed, call.idem, result)
+        log.info("process key_id=%s replayed, outputs rendered again (no charge)", call.hashed[:16])
         return result
 
     def _outputs_exist(self, result: dict[str, object]) -> bool:
@@ -329,6 +343,7 @@ class V3Service:
         return True
 
     def _render(self, local_name: str, variants: list[Variant]) -> dict[str, object]:
+        self.stats["engine_calls"] += 1
         return self.backend.process_image(local_name, variants).to_json()
 
     def _output_sizes(self, result: dict) -> dict[str, int]:
@@ -384,23 +399,22 @@ class V3Service:
 
     # -- helpers ------------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _call_lock(self, hashed: str, idem: str) -> Iterator[None]:
-        """Serialise calls that share an Idempotency-Key (a retry racing its original)."""
+    @contextlib.asynccontextmanager
+    async def _call_lock(self, hashed: str, idem: str) -> AsyncIterator[None]:
+        """Serialise calls that share an Idempotency-Key (a retry racing its original). The
+        calls all run on the server's one event loop, so the table needs no lock of its own."""
         k = (hashed, idem)
-        with self._locks_guard:
-            lock, users = self._locks.get(k, (threading.Lock(), 0))
-            self._locks[k] = (lock, users + 1)
+        lock, users = self._locks.get(k, (asyncio.Lock(), 0))
+        self._locks[k] = (lock, users + 1)
         try:
-            with lock:
+            async with lock:
                 yield
         finally:
-            with self._locks_guard:
-                lock, users = self._locks[k]
-                if users == 1:
-                    del self._locks[k]
-                else:
-                    self._locks[k] = (lock, users - 1)
+            lock, users = self._locks[k]
+            if users == 1:
+                del self._locks[k]
+            else:
+                self._locks[k] = (lock, users - 1)
 
     def sweep(self) -> int:
         """Delete expired uploads (with their outputs) and file tokens; returns how many
@@ -422,6 +436,42 @@ class V3Service:
                 self.sweep()
             except Exception:  # a failed sweep is retried next time; the server keeps going
                 log.warning("storage sweep failed", exc_info=True)
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One process-image call: who, what, and the key its charge is journalled under."""
+
+    hashed: str
+    unique_filename: str
+    variants: list[Variant]
+    idem: str
+    request_hash: str
+
+    @classmethod
+    def of(
+        cls, hashed: str, unique_filename: str, variants: list[Variant], idem: str | None
+    ) -> _Call:
+        request_hash = hashlib.sha256(
+            json.dumps([unique_filename, [v.to_dict() for v in variants]], sort_keys=True).encode()
+        ).hexdigest()
+        return cls(hashed, unique_filename, variants, idem or uuid.uuid4().hex, request_hash)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What :meth:`V3Service._plan` found: the upload's engine name and either the earlier
+    answer of a repeat (``prior``; ``rerender`` if its outputs are gone) or the cost."""
+
+    local_name: str
+    prior: dict[str, object] | None = None
+    rerender: bool = False
+    cost: float = 0.0
+
+
+def upload_too_large(limit: int) -> PayloadTooLargeError:
+    """The 413 of an image over the upload limit of ``limit`` bytes."""
+    return PayloadTooLargeError(f"Image too large: uploads are limited to {_mb(limit)}")
 
 
 def _insufficient(cost: float, balance: float) -> InsufficientCreditsError:

@@ -123,7 +123,7 @@ class ServerThread:
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
         config = uvicorn_config(
-            self.app, self.limits, log_level="warning", lifespan="off", access_log=False
+            self.app, self.limits, log_level="warning", lifespan="on", access_log=False
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
