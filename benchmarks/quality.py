@@ -31,8 +31,11 @@ feeds every photo as greyscale: ``plain`` (the grey image as three equal channel
 engine does with a greyscale file), ``autocontrast`` (Pillow's ``ImageOps.autocontrast``,
 1% cut-off, first) or ``equalize`` (``ImageOps.equalize`` first).
 
+``--candidates`` scores the high-tier candidates measured for issue 23 on both sets.
+
     python benchmarks/quality.py [--set sod mattes] [--tiers low medium high] [--model NAME]
-        [--grey plain|autocontrast|equalize] [--limit N] [--data DIR] [--mattes DIR]
+        [--grey plain|autocontrast|equalize] [--candidates] [--limit N] [--data DIR]
+        [--mattes DIR]
 """
 
 from __future__ import annotations
@@ -483,6 +486,100 @@ def print_matte_tables(rows: list[dict], mattes: list[Matte]) -> None:
         print(f"| {m.ident} | {m.fold} | {cells} |")
 
 
+def colour_model_alpha(
+    rgb: np.ndarray, plain: np.ndarray, band: int, strength: float = 1.0, tau: float = 0.05
+) -> np.ndarray:
+    """A candidate for high, measured and not taken: in ``refine_band``'s band, move alpha
+    towards a local colour model's estimate (the photo projected onto the line between the
+    mean colours of the confident foreground, alpha > 0.9, and background, alpha < 0.1, in
+    windows of 3x the band), weighted by the band's taper and the two colours' contrast;
+    no pixel crosses 0.5."""
+    from bgcut_nb.engine.refine import box_mean
+
+    image = rgb.astype(np.float32) / 255.0
+    mask = plain > 0.5
+    weight = 1.0 - np.abs(2.0 * box_mean(mask, band) - 1.0)
+    window = 3 * band
+    fg, bg = (plain > 0.9).astype(np.float32), (plain < 0.1).astype(np.float32)
+    fg_share, bg_share = box_mean(fg, window), box_mean(bg, window)
+    fg_mean = box_mean(image * fg[..., None], window) / (fg_share[..., None] + 1e-6)
+    bg_mean = box_mean(image * bg[..., None], window) / (bg_share[..., None] + 1e-6)
+    d = fg_mean - bg_mean
+    contrast = (d * d).sum(-1)
+    estimate = np.clip(((image - bg_mean) * d).sum(-1) / (contrast + 1e-4), 0.0, 1.0)
+    confidence = contrast / (contrast + tau) * (fg_share > 0.02) * (bg_share > 0.02)
+    out = plain + strength * weight * confidence * (estimate - plain)
+    return np.where(mask, np.maximum(out, 0.5001), np.minimum(out, 0.5)).astype(np.float32)
+
+
+def candidates() -> dict:
+    """High-tier candidates on medium's plain pass: ``(rgb, plain) -> alpha`` by name."""
+    from bgcut_nb.engine.matting import BAND_PER_320
+    from bgcut_nb.engine.refine import refine_band
+
+    def radius(plain: np.ndarray, per_320: float = BAND_PER_320) -> int:
+        return max(2, round(per_320 * min(plain.shape) / 320))
+
+    def steeper(per_320: float, steepness: float):
+        return lambda rgb, plain: refine_band(plain, radius(plain, per_320), steepness)
+
+    out = {"plain (medium)": lambda rgb, plain: plain}
+    for per_320, steepness in ((4, 2.0), (4, 1.5), (4, 3.0), (2, 2.0), (8, 2.0), (4, 0.75)):
+        out[f"band {per_320}/320 px, steepness {steepness}"] = steeper(per_320, steepness)
+    for per_320 in (2, 4):
+        out[f"colour model, band {per_320}/320 px"] = lambda rgb, plain, p=per_320: (
+            colour_model_alpha(rgb, plain, radius(plain, p))
+        )
+        for steepness in (1.25, 1.5, 2.0):
+            out[f"colour model, band {per_320}/320 px, then steepness {steepness}"] = (
+                lambda rgb, plain, p=per_320, k=steepness: refine_band(
+                    colour_model_alpha(rgb, plain, radius(plain, p)), radius(plain), k
+                )
+            )
+    return out
+
+
+def print_candidates(matting, pairs: list[Pair], mattes: list[Matte]) -> None:
+    """Each candidate's SOD and matte means per fold, all on u2net's plain pass."""
+    print("\nhigh-tier candidates on u2net's plain pass (fold A / fold B):\n")
+    print(
+        "| candidate | SOD MAE | SOD IoU | SOD max F | matte SAD | matte grad "
+        "| SAD trimap1 | grad trimap1 | s / photo |"
+    )
+    print("|---" * 9 + "|")
+    for name, fn in candidates().items():
+        sod, mat, seconds = {"A": [], "B": []}, {"A": [], "B": []}, 0.0
+        for item in [*pairs, *mattes]:
+            plain = matting.plain(item.rgb, "u2net")
+            start = time.perf_counter()
+            alpha = fn(item.rgb, plain)
+            seconds += time.perf_counter() - start
+            if isinstance(item, Pair):
+                sod[item.fold].append(score(alpha, item.mask))
+            else:
+                mat[item.fold].append(matte_errors(alpha, item.alpha, item.regions))
+
+        cells = []
+        for kind, key, form in (
+            ("sod", "mae", ".4f"),
+            ("sod", "iou", ".4f"),
+            ("sod", "max_f", ".4f"),
+            ("image", "sad", ".2f"),
+            ("image", "grad", ".2f"),
+            ("trimap1", "sad", ".2f"),
+            ("trimap1", "grad", ".2f"),
+        ):
+            means = [
+                np.mean([getattr(x, key) for x in sod[f]])
+                if kind == "sod"
+                else np.mean([x[kind][key] for x in mat[f]])
+                for f in "AB"
+            ]
+            cells.append(" / ".join(format(float(m), form) for m in means))
+        per_photo = seconds / (len(pairs) + len(mattes))
+        print(f"| {name} | {' | '.join(cells)} | {per_photo:.2f} |", flush=True)
+
+
 def check_installed(name: str, model_dir: str | None) -> str | None:
     """``None`` when registry model ``name`` is installed (verified, or accepted unverified),
     else why not, naming where to drop a copy. Nothing is downloaded."""
@@ -510,24 +607,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiers", nargs="+", default=["low", "medium", "high"])
     parser.add_argument("--model", default=None, help="run every tier on this registry model")
     parser.add_argument("--grey", choices=GREY_MODES, default=None, help="greyscale photos")
+    parser.add_argument(
+        "--candidates", action="store_true", help="score high-tier candidates (both sets)"
+    )
     parser.add_argument("--limit", type=int, default=None, help="first N images only")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--mattes", type=Path, default=DEFAULT_MATTES)
     parser.add_argument("--model-dir", default=None)
     args = parser.parse_args(argv)
-    for name, folder in (("sod", args.data), ("mattes", args.mattes)):
-        if name in args.set and not (folder / "images").is_dir():
-            print(f"benchmark data not found at {folder}", file=sys.stderr)
-            return 2
     if args.model is not None:
         problem = check_installed(args.model, args.model_dir)
         if problem is not None:
             print(problem, file=sys.stderr)
             return 3
+    for name, folder in (("sod", args.data), ("mattes", args.mattes)):
+        if name in args.set and not (folder / "images").is_dir():
+            print(f"benchmark data not found at {folder}", file=sys.stderr)
+            return 2
 
     from bgcut_nb.engine.matting import Matting
     from bgcut_nb.engine.segmenter import default_threads
 
+    if args.candidates:
+        pairs = load_pairs(args.data, args.limit, args.grey)
+        mattes = load_mattes(args.mattes, args.limit, args.grey)
+        matting = Matting(args.model_dir, memo=len(pairs) + len(mattes))  # one pass per photo
+        print_candidates(matting, pairs, mattes)
+        return 0
     models = {tier: args.model for tier in args.tiers} if args.model else None
     matting = Matting(args.model_dir, models=models)
     grey = f", greyscale ({args.grey})" if args.grey else ""

@@ -258,3 +258,28 @@ def test_connectivity_error_of_a_weak_connected_pixel():
     e = _errors(pred, gt, elsewhere)
     assert e["all"]["conn"] == pytest.approx(0.5 / 1000)
     assert e["band"]["conn"] == 0.0
+
+
+def test_grey_photos_are_three_equal_channels():
+    rgb = np.zeros((4, 6, 3), np.uint8)
+    rgb[:, :3] = (200, 40, 10)
+    rgb[:, 3:] = (10, 90, 120)
+    for mode in _bench().GREY_MODES:
+        grey = _bench().to_grey(rgb, mode)
+        assert grey.shape == rgb.shape and grey.dtype == np.uint8
+        assert np.array_equal(grey[..., 0], grey[..., 1]) and np.array_equal(
+            grey[..., 0], grey[..., 2]
+        )
+    stretched = _bench().to_grey(rgb, "autocontrast")
+    assert stretched.min() == 0 and stretched.max() == 255  # two grey levels, stretched apart
+
+
+def test_scoring_a_model_that_is_not_installed_names_the_drop_in_path(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.delenv("BGCUT_MODEL_UNVERIFIED", raising=False)
+    code = _bench().main(["--model", "birefnet-general", "--model-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert "not installed" in err and str(tmp_path / "birefnet-general.onnx") in err
+    assert not (tmp_path / "birefnet-general.onnx").exists()  # nothing was downloaded
