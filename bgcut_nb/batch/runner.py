@@ -280,6 +280,33 @@ class _Runner:
 
     def _process_image(self, data: bytes, stem: str, image_sha: str, source: str) -> RowResult:
         row = RowResult()
+        pending = self._serve_cached(row, image_sha, stem)
+        if not pending:
+            row.status = "cached"
+            return row
+        pending = self._resume_paid(row, image_sha, pending)
+        if not pending:
+            return self._finish_row(row)
+        suffix = Path(source).suffix if stem != "image" else ""
+        filename = f"{safe_filename(stem, 'image')}{suffix}"
+        wanted = [variant for variant, _ in pending]
+        unique_filename, result = self._upload_and_process(data, image_sha, filename, wanted)
+        self._add(process_calls=1)
+        row.unique_filename = result.unique_filename or unique_filename
+        missing = [v.variant_name for v, _ in pending if not result.output_urls.get(v.variant_name)]
+        if missing:
+            raise _RowError(f"the backend returned no output for variant {missing[0]!r}")
+        self._remember_paid(row, image_sha, pending, result)
+        for variant, dest in pending:
+            url = result.output_urls[variant.variant_name]
+            self._fetch_output(row, image_sha, variant, dest, url, row.unique_filename)
+            self._add(outputs_rendered=1)
+        return self._finish_row(row)
+
+    def _serve_cached(
+        self, row: RowResult, image_sha: str, stem: str
+    ) -> list[tuple[Variant, Path]]:
+        """Place every output the cache holds intact into ``row``; returns the rest to make."""
         pending: list[tuple[Variant, Path]] = []
         for variant in self.variants:
             dest = output_path(self.out_dir, variant, stem, image_sha)
@@ -299,18 +326,14 @@ class _Runner:
             row.unique_filename = row.unique_filename or placed.unique_filename
             row.signals[variant.variant_name] = placed.signals or {}
             self._add(outputs_reused=1)
-        if not pending:
-            row.status = "cached"
-            return row
-        pending = self._resume_paid(row, image_sha, pending)
-        if not pending:
-            return self._finish_row(row)
+        return pending
 
-        suffix = Path(source).suffix if stem != "image" else ""
-        filename = f"{safe_filename(stem, 'image')}{suffix}"
-        wanted = [variant for variant, _ in pending]
+    def _upload_and_process(
+        self, data: bytes, image_sha: str, filename: str, wanted: list[Variant]
+    ) -> tuple[str, ProcessResult]:
+        """The upload (or the remembered one) and one process call for ``wanted``; a call
+        sent earlier whose answer was never recorded goes again with the same upload and key."""
         asked = _variants_key(wanted)
-        # A call sent earlier whose answer was never recorded: the same upload and key again.
         remembered = None
         if self.cache is not None:
             remembered = self.cache.get_pending_process(self.scope, image_sha, asked)
@@ -322,7 +345,7 @@ class _Runner:
         if self.stop.is_set():
             raise _Stopped
         try:
-            result = self._process(unique_filename, wanted, image_sha, asked, key)
+            return unique_filename, self._process(unique_filename, wanted, image_sha, asked, key)
         except NotFoundError:
             if not reused:
                 raise
@@ -331,27 +354,28 @@ class _Runner:
             self.cache.forget_pending_process(self.scope, image_sha, asked)
             unique_filename, _ = self._upload(data, image_sha, filename)
             self._add(reuploads=1)
-            result = self._process(unique_filename, wanted, image_sha, asked)
-        self._add(process_calls=1)
-        row.unique_filename = result.unique_filename or unique_filename
-        missing = [v.variant_name for v, _ in pending if not result.output_urls.get(v.variant_name)]
-        if missing:
-            raise _RowError(f"the backend returned no output for variant {missing[0]!r}")
-        if self.cache is not None:  # paid for: remember every URL before any download
-            for variant, _ in pending:
-                self.cache.put_paid_output(
-                    self.scope,
-                    image_sha,
-                    variant.cache_key(),
-                    url=result.output_urls[variant.variant_name],
-                    unique_filename=row.unique_filename,
-                )
-            self.cache.forget_pending_process(self.scope, image_sha, asked)
-        for variant, dest in pending:
-            url = result.output_urls[variant.variant_name]
-            self._fetch_output(row, image_sha, variant, dest, url, row.unique_filename)
-            self._add(outputs_rendered=1)
-        return self._finish_row(row)
+            return unique_filename, self._process(unique_filename, wanted, image_sha, asked)
+
+    def _remember_paid(
+        self,
+        row: RowResult,
+        image_sha: str,
+        pending: list[tuple[Variant, Path]],
+        result: ProcessResult,
+    ) -> None:
+        """Paid for: remember every URL before any download, and forget the pending call."""
+        if self.cache is None:
+            return
+        for variant, _ in pending:
+            self.cache.put_paid_output(
+                self.scope,
+                image_sha,
+                variant.cache_key(),
+                url=result.output_urls[variant.variant_name],
+                unique_filename=row.unique_filename,
+            )
+        asked = _variants_key([variant for variant, _ in pending])
+        self.cache.forget_pending_process(self.scope, image_sha, asked)
 
     def _process(
         self,
