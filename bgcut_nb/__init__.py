@@ -33,6 +33,26 @@ from .engine.matting import Matting, matte
 from .notebook import accessor as _accessor  # noqa: F401 - registers df.bgcut and s.bgcut
 from .notebook.accessor import EstimateWarning
 
+
+def reset() -> None:
+    """Forget every process-wide registry: close the reuse caches :func:`default_cache`
+    opened, drop the shared ONNX Runtime sessions and :func:`matte`'s engines (their memory is
+    freed once no backend holds them), and forget which model files were verified and which
+    missing providers were warned about. Backends made before keep working; what is made
+    after starts afresh (a changed ``BGCUT_CACHE_DIR``, a replaced model file)."""
+    from .batch.reuse import close_default_caches
+    from .engine.matting import release_shared_matting
+    from .engine.models import forget_verified
+    from .engine.providers import forget_warnings
+    from .engine.segmenter import release_segmenters
+
+    close_default_caches()
+    release_shared_matting()
+    release_segmenters()
+    forget_verified()
+    forget_warnings()
+
+
 if "dask.dataframe" in _sys.modules:  # dask came first: register ddf.bgcut (never import dask)
     from .notebook import dask_accessor as _dask  # noqa: F401
 
@@ -73,4 +93,5 @@ __all__ = [
     "matte",
     "parse_variants",
     "preset",
+    "reset",
 ]

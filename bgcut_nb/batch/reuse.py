@@ -500,3 +500,14 @@ def default_cache(directory: str | os.PathLike[str] | None = None) -> ReuseCache
         if cache is None:
             cache = _open[path] = ReuseCache(path)
         return cache
+
+
+def close_default_caches() -> int:
+    """Close every cache :func:`default_cache` opened (returns how many); the next call opens a
+    new one, for example after ``BGCUT_CACHE_DIR`` changed or its folder was deleted."""
+    with _open_lock:
+        caches = list(_open.values())
+        _open.clear()
+    for cache in caches:
+        cache.close()
+    return len(caches)

@@ -270,6 +270,11 @@ def _shared_matting(model_dir: str | None) -> Matting:
     return Matting(model_dir)
 
 
+def release_shared_matting() -> None:
+    """Drop the engines :func:`matte` keeps per model folder (and the passes they remember)."""
+    _shared_matting.cache_clear()
+
+
 def _load_rgb(image: ImageLike) -> np.ndarray:
     from .imaging import load_image
 

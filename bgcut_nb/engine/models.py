@@ -329,6 +329,12 @@ _verified: set[tuple[str, int, int]] = set()
 _verified_lock = threading.Lock()
 
 
+def forget_verified() -> None:
+    """Forget which model files were verified in this process (each is hashed again next time)."""
+    with _verified_lock:
+        _verified.clear()
+
+
 def verify_file(path: Path, spec: ModelSpec) -> str | None:
     """``None`` when ``path`` holds ``spec``'s file, else why not (missing, size, checksum)."""
     try:

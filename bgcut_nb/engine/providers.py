@@ -40,6 +40,11 @@ _HINTS = {
 _warned: set[str] = set()
 
 
+def forget_warnings() -> None:
+    """Warn again about a missing provider, once, the next time it is asked for."""
+    _warned.clear()
+
+
 def _full_name(name: str) -> str:
     if name.lower() in SHORT_NAMES:
         return SHORT_NAMES[name.lower()]

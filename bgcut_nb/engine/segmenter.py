@@ -129,3 +129,12 @@ def shared_segmenter(
             seg = Segmenter(path, spec, threads=threads, providers=chosen)
             _shared[key] = seg
         return seg
+
+
+def release_segmenters() -> int:
+    """Drop the process-wide sessions (returns how many): their memory is freed once no engine
+    holds them, and the next engine opens a fresh session (for example on a replaced file)."""
+    with _shared_lock:
+        count = len(_shared)
+        _shared.clear()
+    return count
