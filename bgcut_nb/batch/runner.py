@@ -37,6 +37,7 @@ from ..contract.variants import Variant, parse_variants
 from ..contract.wire import process_idempotency_key
 from ..core.atomic import atomic_writer
 from ..core.names import safe_filename
+from ..core.sources import image_source
 from .concurrency import GatedBackend, plan
 from .options import DEFAULT_OUT_DIR, Errors, RunOptions
 from .reuse import CacheScope, OutputRecord, ReuseCache, sha256_bytes, sha256_file
@@ -199,15 +200,13 @@ def _read_source(value: object, base_dir: Path | None) -> tuple[bytes, str, str]
     """``(bytes, stem, description)`` of one row's image, or a :class:`_RowError`."""
     if _is_missing(value):
         raise _RowError(f"missing image path ({value!r})")
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value), "image", f"{len(value)} bytes"
-    if not isinstance(value, (str, os.PathLike)):
+    path = image_source(value, base_dir)
+    if isinstance(path, bytes):
+        return path, "image", f"{len(path)} bytes"
+    if path is None and not isinstance(value, (str, os.PathLike)):
         raise _RowError(f"expected an image path, got {type(value).__name__} {value!r}")
-    if isinstance(value, str) and not value.strip():
+    if path is None:
         raise _RowError("missing image path (empty string)")
-    path = Path(value).expanduser()
-    if base_dir is not None and not path.is_absolute():
-        path = base_dir / path
     try:
         data = path.read_bytes()
     except FileNotFoundError:

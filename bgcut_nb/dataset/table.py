@@ -17,6 +17,7 @@ import pandas as pd
 from PIL import Image, ImageOps
 
 from ..contract.variants import Variant, parse_variants
+from ..core.sources import image_source
 from .canvas import CanvasError, write_canvas
 from .compliance import check_image
 from .exports import CocoImage, MaskError, coco_dataset, read_mask, write_coco, write_mask
@@ -75,15 +76,6 @@ def canvas_column(
     return paths, errors
 
 
-def _source(value: Any, base_dir: str | os.PathLike[str] | None) -> Any:
-    if isinstance(value, (bytes, bytearray)):
-        return bytes(value)
-    if isinstance(value, (str, os.PathLike)) and str(value).strip():
-        path = Path(value).expanduser()
-        return path if path.is_absolute() or base_dir is None else Path(base_dir) / path
-    return None
-
-
 def check_column(
     column: pd.Series, spec: str | Preset, base_dir: str | os.PathLike[str] | None = None
 ) -> dict[str, list[Any]]:
@@ -92,7 +84,7 @@ def check_column(
     spec = preset(spec)
     ok, failed, advice = [], [], []
     for value in column.tolist():
-        source = _source(value, base_dir)
+        source = image_source(value, base_dir)
         if source is None:
             ok.append(False)
             failed.append(f"missing image path ({value!r})")
@@ -161,7 +153,9 @@ def coco_images(
             skipped.append(f"row {label!r}: {exc}")
             continue
         original = row[image_col] if image_col is not None else None
-        source = _source(original, base_dir) if isinstance(original, (str, os.PathLike)) else None
+        source = (
+            image_source(original, base_dir) if isinstance(original, (str, os.PathLike)) else None
+        )
         size = _original_size(source) if source is not None else None
         name = str(original) if size is not None else str(output)
         items.append(CocoImage(name, mask, row=label, size=size))

@@ -46,13 +46,13 @@ import pandas as pd
 from ..batch.columns import META_KEY, check_image_col, frame_meta, infer_image_col
 from ..batch.reuse import ReuseCache, sha256_bytes, sha256_file
 from ..contract.variants import Variant, parse_variants
+from ..core.sources import image_source
 from .widgets import (
     _base_dir,
     _card,
     _fill,
     _note,
     _row_error,
-    _source_path,
     _variant_names,
     placeholder,
     row_label,
@@ -145,7 +145,7 @@ def image_hashes(
     remembered in ``cache`` by path, size and modification time."""
     hashes: list[str | None] = []
     for value in values:
-        source = _source_path(value, base_dir)
+        source = image_source(value, base_dir)
         if isinstance(source, bytes):
             hashes.append(sha256_bytes(source))
             continue
@@ -486,8 +486,8 @@ class ReviewWidget(widgets.VBox):
             parts.append("<i>not saved: the image cannot be read</i>")
         self.position.value = " · ".join(parts)
         error = _row_error(row)
-        original = _source_path(row[self._col], self._base)
-        output = _source_path(row.get(f"{self.variant}_path"), None)
+        original = image_source(row[self._col], self._base)
+        output = image_source(row.get(f"{self.variant}_path"), None)
         _fill(self.images["original"], self.infos["original"], original, self._size, "jpeg")
         _fill(
             self.images["checkerboard"],

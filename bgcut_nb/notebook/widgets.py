@@ -28,6 +28,7 @@ from PIL import Image
 from ..batch.columns import ERROR_COL, infer_image_col
 from ..contract.errors import ImageTooLarge
 from ..contract.formats import MAX_INPUT_PIXELS, image_dimensions
+from ..core.sources import image_source
 
 __all__ = [
     "preview",
@@ -238,15 +239,6 @@ def _base_dir(frame: pd.DataFrame, base_dir: str | os.PathLike[str] | None) -> P
     return Path(value) if value else None
 
 
-def _source_path(value: Any, base: Path | None) -> str | os.PathLike[str] | bytes | None:
-    if isinstance(value, (bytes, bytearray)):
-        return bytes(value)
-    if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
-        return None
-    path = Path(value).expanduser()
-    return base / path if base is not None and not path.is_absolute() else path
-
-
 def _file_name(value: Any) -> str:
     """The file name of an image path value; ``""`` for bytes, missing or blank values."""
     if isinstance(value, (str, os.PathLike)) and str(value).strip():
@@ -374,8 +366,8 @@ def preview(
         )
         shown_as = f"{shown_as} · {html.escape(name)}" if name else shown_as
         current.value = f'<div style="{ONE_LINE}">{shown_as}</div>'
-        sources = [_source_path(row[col], base)]
-        sources += [_source_path(row.get(f"{name}_path"), None) for name in names]
+        sources = [image_source(row[col], base)]
+        sources += [image_source(row.get(f"{name}_path"), None) for name in names]
         message = _row_error(row)
         for (_, image, info), source in zip(cards, sources, strict=True):
             _fill(image, info, source, thumb_size, "png", failed=message)
@@ -439,7 +431,7 @@ def gallery(
             layout=widgets.Layout(max_width=f"{thumb_size}px", max_height=f"{thumb_size}px")
         )
         info = widgets.HTML(layout=line)
-        _fill(image, info, _source_path(path, None), thumb_size, "jpeg", failed=_row_error(row))
+        _fill(image, info, image_source(path, None), thumb_size, "jpeg", failed=_row_error(row))
         info.value = _one_line(info.value, cell_width)
         text = row_label(label, row[image_col] if image_col is not None else None)
         caption = widgets.HTML(_one_line(html.escape(text), cell_width, title=text), layout=line)
