@@ -54,9 +54,7 @@ from .widgets import (
     _note,
     _row_error,
     _variant_names,
-    placeholder,
     row_label,
-    thumbnail,
 )
 
 __all__ = [
@@ -244,13 +242,6 @@ def draft_dir(out_dir: str | os.PathLike[str]) -> Path:
     """Where drafts go: ``<out_dir>-draft`` beside ``out_dir``, so finals never mix with them."""
     target = Path(out_dir).expanduser().resolve()
     return target.with_name(f"{target.name}-draft")
-
-
-# -- pixels ------------------------------------------------------------------------------------
-def on_colour(source: str | os.PathLike[str] | bytes, size: int, colour: str) -> bytes:
-    """A PNG thumbnail (long side ``size``) of an image composited over a flat ``colour``
-    (:func:`~.widgets.thumbnail`'s decoding: reduced JPEG decodes, oversized images refused)."""
-    return thumbnail(source, size, background=colour)[0]
 
 
 # -- the widget --------------------------------------------------------------------------------
@@ -489,32 +480,14 @@ class ReviewWidget(widgets.VBox):
         original = image_source(row[self._col], self._base)
         output = image_source(row.get(f"{self.variant}_path"), None)
         _fill(self.images["original"], self.infos["original"], original, self._size, "jpeg")
-        _fill(
+        colour = self.colour.value or FLAT_COLOUR
+        _fill(  # one decode for the checkerboard card and the flat-colour card
             self.images["checkerboard"],
             self.infos["checkerboard"],
             output,
             self._size,
             "png",
             failed=error,
+            flat=[(self.images["colour"], self.infos["colour"], colour)],
         )
-        self._fill_colour(output, error)
         self.note.value = _note(error) if error else ""
-
-    def _fill_colour(self, output: Any, error: str) -> None:
-        image, info = self.images["colour"], self.infos["colour"]
-        colour = self.colour.value or FLAT_COLOUR
-        if output is None:
-            image.format, image.value = (
-                "png",
-                placeholder(["failed" if error else "no image"], self._size),
-            )
-            info.value = ""
-            return
-        try:
-            image.value = on_colour(output, self._size, colour)
-        except (OSError, ValueError) as exc:  # missing or unreadable: the checkerboard says why
-            image.value = placeholder(["cannot show", type(exc).__name__], self._size)
-            info.value = ""
-        else:
-            info.value = f"on {html.escape(colour)}"
-        image.format = "png"

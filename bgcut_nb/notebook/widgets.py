@@ -130,6 +130,19 @@ def thumbnail(
     such as ``"#00b140"``); EXIF orientation is applied. ``fmt`` is ``"png"`` (exact) or
     ``"jpeg"`` (smaller).
     """
+    shown, info = thumbnails(source, size, fmt=fmt, backgrounds=[background])
+    return shown[0], info
+
+
+def thumbnails(
+    source: str | os.PathLike[str] | bytes,
+    size: int = PREVIEW_SIZE,
+    *,
+    fmt: str = "png",
+    backgrounds: Sequence[str | None] = (None,),
+) -> tuple[list[bytes], ImageInfo]:
+    """:func:`thumbnail` over each of ``backgrounds`` (``None``: the checkerboard), from one
+    read and one decode of ``source``."""
     from PIL import ImageOps
 
     data = source if isinstance(source, bytes) else Path(source).read_bytes()
@@ -140,6 +153,11 @@ def thumbnail(
             raise ImageTooLarge(info)
         image = ImageOps.exif_transpose(opened)
         image.thumbnail((size, size), Image.Resampling.LANCZOS)
+    return [_composed(image, background, fmt) for background in backgrounds], info
+
+
+def _composed(image: Image.Image, background: str | None, fmt: str) -> bytes:
+    """``image`` over ``background`` (``None``: the checkerboard), encoded as ``fmt``."""
     has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
     if has_alpha:
         rgba = image.convert("RGBA")
@@ -155,7 +173,7 @@ def thumbnail(
         image.save(buffer, format="PNG", optimize=True)
     else:
         image.save(buffer, format="JPEG", quality=85)
-    return buffer.getvalue(), info
+    return buffer.getvalue()
 
 
 def _open_header(data: bytes) -> Image.Image:
@@ -273,37 +291,63 @@ def _card(title: str, size: int) -> tuple[widgets.VBox, widgets.Image, widgets.H
 
 
 def _fill(
-    image: widgets.Image, info: widgets.HTML, source: Any, size: int, fmt: str, failed: str = ""
+    image: widgets.Image,
+    info: widgets.HTML,
+    source: Any,
+    size: int,
+    fmt: str,
+    failed: str = "",
+    flat: Sequence[tuple[widgets.Image, widgets.HTML, str]] = (),
 ) -> None:
     """Show ``source``'s thumbnail, or a placeholder and a short note saying why there is none.
 
     ``failed`` is the row's ``bgcut_error``, the reason an output is missing: the card says
-    only ``failed`` (the viewer shows the message once, for the whole row).
+    only ``failed`` (the viewer shows the message once, for the whole row). ``flat`` cards
+    (image, info, colour) show the same source over a flat colour, from the same decode; where
+    there is no thumbnail they show the same placeholder.
     """
     if source is None:
         if failed:
             shown, note = placeholder(["failed"], size), _note("failed", title=failed)
         else:
             shown, note = placeholder(["no image"], size), "<i>no image</i>"
-        image.format, image.value, info.value = "png", shown, note
+        _show_placeholder(image, info, shown, note, flat)
         return
     name = "image bytes" if isinstance(source, bytes) else Path(source).name
+    colours = [colour for _, _, colour in flat]
     try:
-        data, facts = thumbnail(source, size, fmt=fmt)
+        data, facts = thumbnails(source, size, fmt=fmt, backgrounds=[None, *colours])
     except FileNotFoundError:
-        image.format, image.value = "png", placeholder(["file not found", name], size)
-        info.value = _note("file not found", title=str(source))
+        shown = placeholder(["file not found", name], size)
+        _show_placeholder(image, info, shown, _note("file not found", title=str(source)), flat)
     except ImageTooLarge as exc:
         dims = f"{exc.info.width}x{exc.info.height}"
-        image.format, image.value = "png", placeholder(["too large to preview", dims], size)
-        info.value = _note(f"too large to preview ({dims})", title=str(source))
+        shown = placeholder(["too large to preview", dims], size)
+        note = _note(f"too large to preview ({dims})", title=str(source))
+        _show_placeholder(image, info, shown, note, flat)
     except Exception as exc:  # an unreadable file must not break the viewer
         reason = f"{type(exc).__name__}: {exc}"
-        image.format, image.value = "png", placeholder(["cannot show", name], size)
-        info.value = _note(f"cannot show: {type(exc).__name__}", title=reason)
+        shown = placeholder(["cannot show", name], size)
+        note = _note(f"cannot show: {type(exc).__name__}", title=reason)
+        _show_placeholder(image, info, shown, note, flat)
     else:
         image.format = fmt
-        image.value, info.value = data, html.escape(facts.describe())
+        image.value, info.value = data[0], html.escape(facts.describe())
+        for (card, card_info, colour), composed in zip(flat, data[1:], strict=True):
+            card.format, card.value = fmt, composed
+            card_info.value = f"on {html.escape(colour)}"
+
+
+def _show_placeholder(
+    image: widgets.Image,
+    info: widgets.HTML,
+    shown: bytes,
+    note: str,
+    flat: Sequence[tuple[widgets.Image, widgets.HTML, str]] = (),
+) -> None:
+    image.format, image.value, info.value = "png", shown, note
+    for card, card_info, _ in flat:
+        card.format, card.value, card_info.value = "png", shown, ""
 
 
 def _row_error(row: pd.Series) -> str:
