@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from .render import INVISIBLE_ALPHA
+from .sizing import fit_within
 
 __all__ = [
     "apply_correction",
@@ -24,7 +25,6 @@ __all__ = [
     "refine_band",
     "resize_map",
     "resize_rgb",
-    "working_size",
 ]
 
 
@@ -106,12 +106,6 @@ def refine_band(alpha: np.ndarray, radius: int, steepness: float) -> np.ndarray:
     return np.clip(out, 0.0, 1.0, out=out).astype(np.float32, copy=False)
 
 
-def working_size(width: int, height: int, max_pixels: int) -> tuple[int, int]:
-    """``(width, height)`` scaled down (never up) to at most ``max_pixels``, aspect kept."""
-    scale = min(1.0, (max_pixels / (width * height)) ** 0.5)
-    return max(1, round(width * scale)), max(1, round(height * scale))
-
-
 def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """An RGB uint8 photo resized to ``size`` = (width, height) (area-aware Lanczos)."""
     if (rgb.shape[1], rgb.shape[0]) == size:
@@ -147,7 +141,7 @@ def colour_correction(
     treats them as partly transparent too (alpha eroded softly by the narrow radius).
     """
     height, width = photo.shape[:2]
-    work = working_size(width, height, work_pixels)
+    work = fit_within(width, height, work_pixels)
     if work != (width, height):
         photo, alpha = resize_rgb(photo, work), resize_map(alpha, work)
     correction = _blur_fusion(photo, alpha).astype(np.int16) - photo
