@@ -36,10 +36,12 @@ from .notebook.accessor import EstimateWarning
 
 def reset() -> None:
     """Forget every process-wide registry: close the reuse caches :func:`default_cache`
-    opened, drop the shared ONNX Runtime sessions and :func:`matte`'s engines (their memory is
-    freed once no backend holds them), and forget which model files were verified and which
-    missing providers were warned about. Backends made before keep working; what is made
-    after starts afresh (a changed ``BGCUT_CACHE_DIR``, a replaced model file)."""
+    opened, forget the backends made for ``backend=None``, drop the shared ONNX Runtime
+    sessions and :func:`matte`'s engines (their memory is freed once no backend holds them),
+    and forget which model files were verified and which missing providers were warned about.
+    Backends made before keep working; what is made after starts afresh (a changed
+    ``BGCUT_CACHE_DIR``, a replaced model file)."""
+    from .batch.options import forget_backends
     from .batch.reuse import close_default_caches
     from .engine.matting import release_shared_matting
     from .engine.models import forget_verified
@@ -47,6 +49,7 @@ def reset() -> None:
     from .engine.segmenter import release_segmenters
 
     close_default_caches()
+    forget_backends()
     release_shared_matting()
     release_segmenters()
     forget_verified()

@@ -10,6 +10,7 @@ import os
 from models_support import model_path
 
 import bgcut_nb
+from bgcut_nb.batch.options import resolve_backend
 from bgcut_nb.batch.reuse import default_cache
 from bgcut_nb.engine.models import MODELS, verify_file
 from bgcut_nb.engine.providers import choose_providers
@@ -23,6 +24,14 @@ def test_reset_closes_the_default_caches_and_the_next_one_is_new(tmp_path):
     second = default_cache(tmp_path / "cache")
     assert second is not first
     assert second.stats()["directory"] == first.stats()["directory"]  # the closed one reopens
+
+
+def test_reset_forgets_the_backends_made_for_backend_none(tmp_path, monkeypatch):
+    monkeypatch.delenv("BGCUT_API_KEY", raising=False)
+    first = resolve_backend(None, cache=tmp_path / "cache")
+    assert resolve_backend(None, cache=tmp_path / "cache") is first
+    bgcut_nb.reset()
+    assert resolve_backend(None, cache=tmp_path / "cache") is not first
 
 
 def test_reset_gives_the_next_engine_a_fresh_session():

@@ -30,6 +30,7 @@ __all__ = [
     "Errors",
     "Only",
     "DEFAULT_OUT_DIR",
+    "forget_backends",
     "local_storage_dir",
     "resolve_backend",
     "resolve_cache",
@@ -164,6 +165,13 @@ def resolve_backend(backend: BackendLike = None, *, cache: CacheLike = None) -> 
 
                 _backends[memo] = LocalBackend(memo[1])
         return _backends[memo]
+
+
+def forget_backends() -> None:
+    """Forget the backends :func:`resolve_backend` made (they keep working for whoever holds
+    them); the next run makes new ones."""
+    with _backends_lock:
+        _backends.clear()
 
 
 def resolve_cache(cache: CacheLike = None) -> ReuseCache | None:
