@@ -7,14 +7,27 @@ import hashlib
 import logging
 import os
 
+import pytest
 from models_support import model_path
 
 import bgcut_nb
 from bgcut_nb.batch.options import resolve_backend
 from bgcut_nb.batch.reuse import default_cache
+from bgcut_nb.engine import models, segmenter
 from bgcut_nb.engine.models import MODELS, verify_file
 from bgcut_nb.engine.providers import choose_providers
 from bgcut_nb.engine.segmenter import shared_segmenter
+
+
+@pytest.fixture(autouse=True)
+def _warm_sessions_come_back():
+    """reset() drops the process's ONNX sessions and verified-model memo; the tests after these
+    (some with uploads that live 1 s) must not pay a cold model load for it, so the sessions and
+    the memo there were before each test are put back after it."""
+    sessions, verified = dict(segmenter._shared), set(models._verified)
+    yield
+    segmenter._shared.update(sessions)
+    models._verified.update(verified)
 
 
 def test_reset_closes_the_default_caches_and_the_next_one_is_new(tmp_path):
