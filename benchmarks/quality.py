@@ -258,18 +258,24 @@ def _load_rgb(path: Path, grey: str | None) -> np.ndarray:
     return rgb if grey is None else to_grey(rgb, grey)
 
 
-def load_pairs(data: Path, limit: int | None = None, grey: str | None = None) -> list[Pair]:
-    """The data set's photos sorted by id (as strings), with ground truth and fold
-    (``grey``: a :data:`GREY_MODES` entry, the photos made grey)."""
+def folds(data: Path, limit: int | None = None) -> list[tuple[str, str]]:
+    """``(id, fold)`` of a data set's photos: ids sorted as strings (the first ``limit``),
+    folds A and B alternating."""
     ids = sorted(p.stem for p in (data / "images").glob("*.png"))
     if limit:
         ids = ids[:limit]
+    return [(ident, "AB"[index % 2]) for index, ident in enumerate(ids)]
+
+
+def load_pairs(data: Path, limit: int | None = None, grey: str | None = None) -> list[Pair]:
+    """The data set's photos sorted by id (as strings), with ground truth and fold
+    (``grey``: a :data:`GREY_MODES` entry, the photos made grey)."""
     pairs = []
-    for index, ident in enumerate(ids):
+    for ident, fold in folds(data, limit):
         rgb = _load_rgb(data / "images" / f"{ident}.png", grey)
         mask = np.asarray(Image.open(data / "masks" / f"{ident}.png").convert("L")) > 127
         deep_fg, deep_bg = erode_disk(mask, DEPTH), erode_disk(~mask, DEPTH)
-        pairs.append(Pair(ident, "AB"[index % 2], rgb, mask, deep_fg, deep_bg))
+        pairs.append(Pair(ident, fold, rgb, mask, deep_fg, deep_bg))
     return pairs
 
 
@@ -414,16 +420,13 @@ class Matte:
 def load_mattes(data: Path, limit: int | None = None, grey: str | None = None) -> list[Matte]:
     """alphamatting-lowres sorted by id, folds alternating; regions: the whole image and
     Trimap1's unknown band (value 128)."""
-    ids = sorted(p.stem for p in (data / "images").glob("*.png"))
-    if limit:
-        ids = ids[:limit]
     out = []
-    for index, ident in enumerate(ids):
+    for ident, fold in folds(data, limit):
         rgb = _load_rgb(data / "images" / f"{ident}.png", grey)
         alpha = np.asarray(Image.open(data / "alphas" / f"{ident}.png").convert("L")) / 255.0
         trimap = np.asarray(Image.open(data / "trimaps" / "Trimap1" / f"{ident}.png").convert("L"))
         regions = {"image": np.ones(alpha.shape, bool), "trimap1": trimap == 128}
-        out.append(Matte(ident, "AB"[index % 2], rgb, alpha, regions))
+        out.append(Matte(ident, fold, rgb, alpha, regions))
     return out
 
 

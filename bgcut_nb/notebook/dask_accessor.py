@@ -40,7 +40,7 @@ from ..batch.columns import (
     infer_image_col,
     output_columns,
 )
-from ..batch.options import DEFAULT_OUT_DIR, CacheLike, Errors, Only, RunOptions
+from ..batch.options import DEFAULT_OUT_DIR, CacheLike, Errors, Only, RunOptions, absolute
 from ..batch.reuse import ReuseCache
 from ..contract.backend import Backend
 from ..contract.variants import Variant, parse_variants
@@ -170,16 +170,15 @@ class BgcutDaskAccessor:
         sent = [v.to_dict() for v in parse_variants(extra)] if extra is not None else None
         frame = self._frame
         col = self._infer_image_col() if image_col is None else check_image_col(frame, image_col)
-        base = Path(base_dir).expanduser() if base_dir is not None else Path.cwd()
-        options = RunOptions(
+        options = RunOptions(  # folders made absolute here: workers have other current dirs
             image_col=col,
-            out_dir=str(Path(out_dir).expanduser().resolve()),
+            out_dir=str(absolute(out_dir)),
             backend=backend,
             max_workers=max_workers,
             errors=errors,
             progress=False,
             cache=_cache_spec(cache),
-            base_dir=str(base.resolve()),
+            base_dir=str(absolute(base_dir if base_dir is not None else Path.cwd())),
             draft=draft,
             only=only,
             review_variant=review_variant,
