@@ -147,9 +147,10 @@ class ReuseCache:
             raise ValueError("upload_ttl must be positive and shorter than the 2-hour upload life")
         self.directory = resolve_cache_dir(directory)
         self.upload_ttl = float(upload_ttl)
-        self._cache = diskcache.Cache(
-            str(self.directory), size_limit=int(size_limit), tag_index=True
-        )
+        # No tag_index: diskcache creates that index without its busy retries while opening,
+        # so processes opening a new folder at once (Dask workers) fail with "database is
+        # locked"; evict(tag) finds entries without it.
+        self._cache = diskcache.Cache(str(self.directory), size_limit=int(size_limit))
         self._lock = threading.Lock()
         self._tag_older_entries()
         self._review_store: diskcache.Cache | None = None
